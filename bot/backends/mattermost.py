@@ -1,0 +1,636 @@
+"""Errbot backend for Mattermost: every team, every command exactly once, nothing dropped.
+
+Data path (see docs/architecture.md)::
+
+    websocket thread ──events──> inbox queue ──> dispatcher thread ──> Errbot (worker pool)
+         (EventStream)                         (ledger claim, backfill)        │
+                                                                              replies
+    Mattermost REST <── outbox workers (ordered per command, retried) <────────┘
+
+The websocket thread only parses and sequences frames; the single dispatcher thread decides
+what each post is (own post, bot, stale, command) and claims it in the ledger before Errbot
+sees it, so replayed and backfilled posts are never run twice. Replies go through the outbox.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import ssl
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import requests
+from errbot.backends.base import (
+    ONLINE,
+    Card,
+    Identifier,
+    Message,
+    Person,
+    Reaction,
+    Room,
+    RoomOccupant,
+    Stream,
+)
+from errbot.core import ErrBot
+
+from bot.mattermost import heartbeat
+from bot.mattermost.directory import Directory, UnknownIdentifier, looks_like_id
+from bot.mattermost.events import Backoff, EventStream
+from bot.mattermost.identifiers import (
+    MattermostPerson,
+    MattermostRoom,
+    MattermostRoomOccupant,
+    bind_directory,
+)
+from bot.mattermost.inbound import (
+    InboundPolicy,
+    decode_json_field,
+    ignore_reason,
+    is_command,
+    normalize_command,
+    stale_notice,
+)
+from bot.mattermost.ledger import Ledger
+from bot.mattermost.outbox import Outbox
+from bot.mattermost.rest import MattermostREST, status_of
+from bot.mattermost.splitting import split_message
+from bot.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+EXIT_UNAUTHORIZED = 3
+POST_LIMIT = 16383
+# Card colours by Errbot's colour names; anything else is passed through (e.g. "#ff8800").
+COLOURS = {"red": "#d24b4e", "green": "#3db887", "yellow": "#ffbc1f", "blue": "#1c58d9"}
+_STOP = object()
+
+
+class MattermostBackend(ErrBot):
+    """The Errbot backend; configuration comes from :class:`bot.settings.Settings`."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.settings: Settings = getattr(config, "OPSROOM_SETTINGS", None) or get_settings()
+        self.exit_code = 0
+        self.data_dir = Path(self.settings.opsroom_data_dir)
+        self.rest = MattermostREST(self.settings.driver_options())
+        self.directory = Directory(self.rest, self.settings.mattermost_teams)
+        bind_directory(self.directory)
+        self.ledger = Ledger(self.data_dir / "mattermost-ledger.sqlite3")
+        self.outbox: Outbox | None = None
+        self.stream: EventStream | None = None
+        self.policy: InboundPolicy | None = None
+        self.bot_identifier: MattermostPerson | None = None
+        self._inbox: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._auth_suspect = threading.Event()
+        self._connected = False
+        self._dispatcher = threading.Thread(
+            target=self._dispatch_forever, name="mattermost-dispatcher", daemon=True
+        )
+
+    # ===================================================================== lifecycle =====
+    @property
+    def mode(self) -> str:
+        return "mattermost"
+
+    def serve_forever(self) -> None:
+        try:
+            if not self._login():
+                return
+            self._prepare()
+            self.connect_callback()
+            self._dispatcher.start()
+            self.stream = self._make_stream()
+            self.stream.start()
+            self._wait_for_stop()
+        except KeyboardInterrupt:
+            log.info("interrupted; shutting down")
+        finally:
+            self._shutdown_cleanly()
+
+    def _login(self) -> bool:
+        """Check the token, retrying while the server is unreachable. False: give up."""
+        backoff = Backoff(base=1.0, cap=self.settings.opsroom_reconnect_max_delay.total_seconds())
+        while not self._stop.is_set():
+            try:
+                me = self.rest.login()
+            except requests.RequestException as exc:
+                if status_of(exc) == 401:
+                    self._fatal_unauthorized()
+                    return False
+                delay = backoff.next_delay()
+                log.warning("Mattermost not reachable (%s); retrying in %.1fs", exc, delay)
+                self._stop.wait(delay)
+                continue
+            log.info("logged in to Mattermost as @%s (%s)", me["username"], me["id"])
+            self.directory.remember_user(me)
+            return True
+        return False
+
+    def _prepare(self) -> None:
+        me = self.directory.user(self.rest.user_id)
+        self.bot_identifier = MattermostPerson(self.directory, me["id"], me["username"])
+        self.policy = InboundPolicy(
+            bot_user_id=me["id"],
+            bot_username=me["username"],
+            prefix=self.bot_config.BOT_PREFIX,
+            answer_bots=self.settings.opsroom_answer_bots,
+            answer_webhooks=self.settings.opsroom_answer_webhooks,
+        )
+        missing = self.directory.refresh_teams()
+        if missing:
+            log.error("MATTERMOST_TEAMS: the bot is not a member of %s", ", ".join(missing))
+        names = ", ".join(t["name"] for t in self.directory.teams.values()) or "none"
+        log.info("serving teams: %s (plus direct and group messages)", names)
+        admins, unknown = self.directory.resolve_users(self.settings.opsroom_admins)
+        if unknown:
+            log.error("OPSROOM_ADMINS: unknown users %s", ", ".join(unknown))
+        # Errbot compares BOT_ADMINS with ``aclattr``: the immutable user id.
+        self.bot_config.BOT_ADMINS = tuple(admins)
+        self.outbox = Outbox(
+            workers=self.settings.opsroom_post_workers, on_unauthorized=self._suspect_token
+        )
+
+    def _make_stream(self) -> EventStream:
+        options = self.settings.driver_options()
+        scheme = "wss" if options["scheme"] == "https" else "ws"
+        url = f"{scheme}://{options['url']}:{options['port']}{options['basepath']}/websocket"
+        context = None
+        if scheme == "wss":
+            context = ssl.create_default_context(cafile=self.settings.mattermost_ca_file)
+            if not self.settings.mattermost_verify_tls:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+        return EventStream(
+            url,
+            self.settings.token,
+            on_event=lambda event: self._inbox.put(("event", event)),
+            on_resync=lambda reason: self._inbox.put(("resync", reason)),
+            on_unauthorized=self._suspect_token,
+            on_connection_change=self._connection_changed,
+            ping_interval=self.settings.opsroom_ws_ping_interval.total_seconds(),
+            max_delay=self.settings.opsroom_reconnect_max_delay.total_seconds(),
+            ssl_context=context,
+        )
+
+    def _wait_for_stop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            if self._auth_suspect.is_set():
+                self._auth_suspect.clear()
+                self._check_token()
+
+    def _suspect_token(self) -> None:
+        """A 401 was seen somewhere: let the main thread check the token once."""
+        self._auth_suspect.set()
+        self._wake.set()
+
+    def _check_token(self) -> None:
+        try:
+            self.rest.login()
+        except requests.RequestException as exc:
+            if status_of(exc) == 401:
+                self._fatal_unauthorized()
+            else:
+                log.warning("could not verify the token (%s); carrying on", exc)
+
+    def _fatal_unauthorized(self) -> None:
+        log.critical(
+            "Mattermost rejected the token (401): it is invalid or was revoked. "
+            "Create a new personal access token for the bot account and restart."
+        )
+        self.exit_code = EXIT_UNAUTHORIZED
+        self.stop_serving()
+
+    def stop_serving(self) -> None:
+        """Ask :meth:`serve_forever` to return (thread-safe)."""
+        self._stop.set()
+        self._wake.set()
+
+    def _connection_changed(self, up: bool) -> None:
+        self._connected = up
+        if up:
+            heartbeat.beat(self.data_dir)
+
+    def _shutdown_cleanly(self) -> None:
+        """Stop taking commands, let running ones finish and their replies go out."""
+        if self.stream:
+            self.stream.stop()
+        if self._dispatcher.is_alive():
+            self._inbox.put((_STOP, None))
+            self._dispatcher.join(timeout=10)
+        self._finish_running_commands(timeout=15)
+        if self.plugin_manager:
+            self.disconnect_callback()
+        if self.outbox:
+            self.outbox.close(timeout=15)
+        self.ledger.set_state("last_seen_ms", str(int(time.time() * 1000)))
+        self.ledger.close()
+        heartbeat.clear(self.data_dir)
+        if self.plugin_manager:
+            self.shutdown()
+
+    def _finish_running_commands(self, timeout: float) -> None:
+        pool = getattr(self, "thread_pool", None)
+        if pool is None:
+            return
+        pool.close()
+        waiter = threading.Thread(target=pool.join, daemon=True)
+        waiter.start()
+        waiter.join(timeout)
+        if waiter.is_alive():
+            log.warning("commands still running after %.0fs; shutting down anyway", timeout)
+
+    # ==================================================================== dispatcher =====
+    def _dispatch_forever(self) -> None:
+        interval = self.settings.opsroom_ws_ping_interval.total_seconds()
+        while True:
+            try:
+                kind, payload = self._inbox.get(timeout=interval)
+            except queue.Empty:
+                self._beat()
+                continue
+            if kind is _STOP:
+                return
+            try:
+                if kind == "resync":
+                    self._backfill(payload)
+                else:
+                    self._handle_event(payload)
+            except Exception:
+                log.exception("failed to handle %s", kind)
+            self._beat_if_due(interval)
+
+    _last_beat = 0.0
+
+    def _beat_if_due(self, interval: float) -> None:
+        if time.monotonic() - self._last_beat >= interval:
+            self._beat()
+
+    def _beat(self) -> None:
+        if not self._connected:
+            return
+        self._last_beat = time.monotonic()
+        heartbeat.beat(self.data_dir)
+        self.ledger.set_state("last_seen_ms", str(int(time.time() * 1000)))
+
+    def _handle_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        data = event.get("data") or {}
+        broadcast = event.get("broadcast") or {}
+        if kind == "posted":
+            post = decode_json_field(data.get("post"))
+            if isinstance(post, dict):
+                mentions = decode_json_field(data.get("mentions")) or []
+                self._handle_post(post, source="live", mentions=mentions)
+        elif kind == "reaction_added":
+            self._handle_reaction(decode_json_field(data.get("reaction")))
+        elif kind == "user_added":
+            self._member_changed(broadcast.get("channel_id", ""), data.get("user_id", ""), True)
+        elif kind == "user_removed":
+            channel_id = data.get("channel_id") or broadcast.get("channel_id", "")
+            self._member_changed(channel_id, data.get("user_id", ""), False)
+        elif kind in ("added_to_team", "leave_team") and data.get("user_id") == self.rest.user_id:
+            self.directory.refresh_teams()
+        elif kind == "post_edited":
+            # Edited commands are never run again: the original was handled exactly once.
+            log.debug("post edited: %s", data.get("post", "")[:80])
+
+    def _handle_post(
+        self, post: dict[str, Any], source: str, mentions: list[str] | None = None
+    ) -> None:
+        assert self.policy is not None
+        reason = ignore_reason(post, self.policy)
+        if reason:
+            log.debug("ignoring post %s: %s", post.get("id"), reason)
+            return
+        try:
+            channel = self.directory.channel(post["channel_id"])
+        except UnknownIdentifier:
+            log.warning("post %s in a channel the bot cannot see", post.get("id"))
+            return
+        if not self.directory.serves_team(channel.get("team_id", "")):
+            return
+        direct = channel.get("type") == "D"
+        text = normalize_command(post.get("message", ""), self.policy)
+        age = time.time() - post.get("create_at", 0) / 1000
+        command = is_command(text, self.policy, direct)
+        stale = command and age > self.settings.opsroom_max_command_age.total_seconds()
+        outcome = "stale" if stale else ("command" if command else "message")
+        if not self.ledger.claim(post["id"], channel["id"], post.get("create_at", 0), outcome):
+            log.debug("post %s already handled; not running it again", post["id"])
+            return
+        msg = self._message_from_post(post, channel, text)
+        if stale:
+            log.warning("refusing stale %s command from %s (%.0fs old)", source, msg.frm, age)
+            self.send_simple_reply(msg, stale_notice(text, age))
+            return
+        self.callback_message(msg)
+        others = [m for m in mentions or [] if m != self.rest.user_id]
+        if others:
+            self.callback_mention(msg, [MattermostPerson(self.directory, m) for m in others])
+
+    def _message_from_post(
+        self, post: dict[str, Any], channel: dict[str, Any], text: str
+    ) -> Message:
+        author = self.directory.user(post["user_id"])
+        if channel.get("type") == "D":
+            frm: Identifier = MattermostPerson(
+                self.directory, author["id"], author["username"], channel_id=channel["id"]
+            )
+            to: Identifier = self.bot_identifier
+        else:
+            room = MattermostRoom(self.directory, channel["id"])
+            frm = MattermostRoomOccupant(self.directory, author["id"], room, author["username"])
+            to = room
+        return Message(
+            body=text,
+            frm=frm,
+            to=to,
+            extras={
+                "post_id": post["id"],
+                "root_id": post.get("root_id", ""),
+                "channel_id": channel["id"],
+                "team_id": channel.get("team_id", ""),
+                "create_at": post.get("create_at", 0),
+            },
+        )
+
+    def _handle_reaction(self, reaction: Any) -> None:
+        if not isinstance(reaction, dict) or reaction.get("user_id") == self.rest.user_id:
+            return
+        self.callback_reaction(
+            Reaction(
+                reactor=MattermostPerson(self.directory, reaction["user_id"]),
+                action="added",
+                timestamp=str(reaction.get("create_at", "")),
+                reaction_name=reaction.get("emoji_name", ""),
+                reacted_to={"id": reaction.get("post_id", "")},
+            )
+        )
+
+    def _member_changed(self, channel_id: str, user_id: str, joined: bool) -> None:
+        if not channel_id:
+            return
+        if user_id == self.rest.user_id:
+            self.directory.forget_channel(channel_id)
+        room = MattermostRoom(self.directory, channel_id)
+        who = None if user_id == self.rest.user_id else MattermostPerson(self.directory, user_id)
+        if joined:
+            self.callback_room_joined(room, who)
+        else:
+            self.callback_room_left(room, who)
+
+    def _backfill(self, reason: str) -> None:
+        """Fetch over REST what the websocket did not deliver, and handle it once.
+
+        Each channel is read from its own watermark (newest post handled there) or, for a
+        channel with no handled post yet, from the last time the bot was known connected,
+        never further back than ``OPSROOM_BACKFILL_WINDOW``. On the very first start there
+        is nothing to catch up with and old history is left alone.
+        """
+        now_ms = int(time.time() * 1000)
+        floor = now_ms - int(self.settings.opsroom_backfill_window.total_seconds() * 1000)
+        last_seen = self.ledger.get_state("last_seen_ms")
+        found = 0
+        for channel in self.directory.my_channels():
+            if not self.directory.serves_team(channel.get("team_id", "")):
+                continue
+            mark = self.ledger.watermark(channel["id"])
+            since = mark if mark is not None else (int(last_seen) if last_seen else None)
+            if since is None:
+                continue
+            since = max(since, floor)
+            if channel.get("last_post_at", now_ms) < since:
+                continue
+            for post in self.rest.posts_since(channel["id"], since):
+                if post.get("create_at", 0) >= since and not self.ledger.was_handled(post["id"]):
+                    found += 1
+                    self._handle_post(post, source="backfill")
+        self._beat()
+        log.info("caught up after %s: %d missed post(s) found over REST", reason, found)
+        if not last_seen:
+            self.ledger.set_state("last_seen_ms", str(now_ms))
+
+    # ====================================================================== sending =====
+    def build_reply(
+        self, msg: Message, text: str | None = None, private: bool = False, threaded: bool = False
+    ) -> Message:
+        reply = self.build_message(text or "")
+        reply.frm = self.bot_identifier
+        reply.parent = msg
+        if private:
+            person = msg.frm
+            reply.to = MattermostPerson(self.directory, person.userid, person.username)
+            return reply
+        reply.to = msg.frm.room if isinstance(msg.frm, RoomOccupant) else msg.frm
+        reply.extras["root_id"] = self._thread_root(msg, threaded)
+        return reply
+
+    def _thread_root(self, msg: Message, threaded: bool = False) -> str:
+        """The thread to answer in: the command's thread root, or the command itself when a
+        thread is wanted; Mattermost rejects a reply's id as ``root_id``."""
+        extras = msg.extras or {}
+        if extras.get("root_id"):
+            return extras["root_id"]
+        if threaded or self.settings.opsroom_reply_in_thread:
+            return extras.get("post_id", "")
+        return ""
+
+    def split_and_send_message(self, msg: Message) -> None:
+        # Splitting happens in send_message, where code fences are kept balanced.
+        self.send_message(msg)
+
+    def send_message(self, msg: Message) -> None:
+        super().send_message(msg)
+        self.post(msg.to, msg.body, **self._reply_context(msg))
+
+    def _reply_context(self, msg: Message) -> dict[str, str]:
+        """Thread root and ordering key for a message Errbot sends in reply to another."""
+        root = (msg.extras or {}).get("root_id")
+        parent = msg.parent
+        if root is None and parent is not None and parent.extras:
+            same_place = not isinstance(msg.to, Person) or not isinstance(parent.to, Room)
+            root = self._thread_root(parent) if same_place else ""
+        key = parent.extras.get("post_id", "") if parent is not None and parent.extras else ""
+        return {"root_id": root or "", "order_key": key}
+
+    def post(
+        self,
+        to: Identifier | str,
+        text: str,
+        *,
+        root_id: str = "",
+        props: dict[str, Any] | None = None,
+        file_ids: list[str] | None = None,
+        order_key: str = "",
+    ) -> list[Future]:
+        """Send a post (split when longer than Mattermost allows); one future per part.
+
+        Parts of one post, and posts with the same ``order_key``, are delivered in order.
+        """
+        channel_id = self.channel_id_for(to)
+        key = order_key or channel_id
+        futures = []
+        parts = split_message(text, POST_LIMIT) if text else [""]
+        for index, part in enumerate(parts):
+            body: dict[str, Any] = {
+                "channel_id": channel_id,
+                "message": part,
+                "root_id": root_id,
+                # Mattermost de-duplicates on this id, so a retried POST cannot post twice.
+                "pending_post_id": f"{self.rest.user_id}:{uuid.uuid4().hex}",
+            }
+            if props and index == len(parts) - 1:
+                body["props"] = props
+            if file_ids and index == len(parts) - 1:
+                body["file_ids"] = file_ids
+            futures.append(self._submit(key, lambda body=body: self.rest.create_post(body), "post"))
+        return futures
+
+    def _submit(self, key: str, job: Any, what: str) -> Future:
+        if self.outbox is None:
+            raise RuntimeError("the Mattermost backend is not connected yet")
+        return self.outbox.submit(key, job, what)
+
+    def edit_post(self, post_id: str, text: str, order_key: str | None = None) -> Future:
+        """Replace a post's text (live progress); ordered after the post's creation when
+        given the same ``order_key``."""
+        body = {"message": split_message(text, POST_LIMIT)[0]}
+        return self._submit(
+            order_key or post_id, lambda: self.rest.patch_post(post_id, body), "edit"
+        )
+
+    def add_reaction(self, post_id: str, emoji_name: str, order_key: str | None = None) -> Future:
+        return self._submit(
+            order_key or post_id,
+            lambda: self.rest.add_reaction(post_id, emoji_name.strip(":")),
+            "reaction",
+        )
+
+    def upload(
+        self,
+        to: Identifier | str,
+        filename: str,
+        content: bytes,
+        message: str = "",
+        root_id: str = "",
+        order_key: str = "",
+    ) -> Future:
+        """Post a file (e.g. long command output) with an optional message."""
+        channel_id = self.channel_id_for(to)
+
+        def job() -> dict[str, Any]:
+            info = self.rest.upload_file(channel_id, filename, content)
+            body = {
+                "channel_id": channel_id,
+                "message": split_message(message, POST_LIMIT)[0],
+                "root_id": root_id,
+                "file_ids": [info["id"]],
+                "pending_post_id": f"{self.rest.user_id}:{uuid.uuid4().hex}",
+            }
+            return self.rest.create_post(body)
+
+        return self._submit(order_key or channel_id, job, f"upload {filename}")
+
+    def send_stream_request(
+        self,
+        user: Identifier,
+        fsource: Any,
+        name: str | None = None,
+        size: int | None = None,
+        stream_type: str | None = None,
+    ) -> Stream:
+        """Errbot's file API: upload ``fsource`` to the user's or room's channel."""
+        stream = Stream(user, fsource, name, size, stream_type)
+        content = fsource.read()
+        self.upload(user, name or "file", content).result()
+        stream.success()
+        return stream
+
+    def send_card(self, card: Card) -> None:
+        """Errbot cards as Mattermost message attachments (colour, title, fields, image)."""
+        attachment: dict[str, Any] = {
+            "fallback": card.summary or card.title or card.body[:200],
+            "color": COLOURS.get(card.color or "", card.color or ""),
+            "title": card.title or "",
+            "title_link": card.link or "",
+            "text": card.body or "",
+            "image_url": card.image or "",
+            "thumb_url": card.thumbnail or "",
+            "fields": [
+                {"title": str(title), "value": str(value), "short": len(str(value)) < 40}
+                for title, value in (card.fields or ())
+            ],
+        }
+        context = self._reply_context(card)
+        self.post(
+            card.to,
+            card.summary or "",
+            props={"attachments": [attachment]},
+            **context,
+        )
+
+    def channel_id_for(self, to: Identifier | str) -> str:
+        """Channel id for a room, a person (their direct channel) or a channel id string."""
+        if isinstance(to, str):
+            return to if looks_like_id(to) else self.channel_id_for(self.build_identifier(to))
+        if isinstance(to, MattermostRoom):
+            return to.channel_id
+        if isinstance(to, MattermostRoomOccupant):
+            return to.room.channel_id
+        if isinstance(to, MattermostPerson):
+            return to.channel_id or self.directory.direct_channel_id(to.userid)
+        raise ValueError(f"cannot send to {to!r}")
+
+    # ================================================================== identifiers =====
+    def build_identifier(self, text: str) -> Identifier:
+        """``@user``, ``~channel``, ``team/channel``, ``~team/channel`` or a 26-char id."""
+        text = text.strip()
+        if text.startswith("@"):
+            user = self.directory.user_by_name(text)
+            return MattermostPerson(self.directory, user["id"], user["username"])
+        if text.startswith("~") or "/" in text:
+            return MattermostRoom(self.directory, self.directory.channel_by_name(text)["id"])
+        if looks_like_id(text):
+            try:
+                user = self.directory.user(text)
+                return MattermostPerson(self.directory, user["id"], user["username"])
+            except UnknownIdentifier:
+                return MattermostRoom(self.directory, self.directory.channel(text)["id"])
+        raise UnknownIdentifier(
+            f"cannot tell who or what {text!r} is: use @user, ~channel, team/channel or an id"
+        )
+
+    def query_room(self, room: str) -> MattermostRoom:
+        identifier = self.build_identifier(
+            room if room.startswith("~") or "/" in room else f"~{room}"
+        )
+        assert isinstance(identifier, MattermostRoom)
+        return identifier
+
+    def rooms(self) -> list[MattermostRoom]:
+        return [
+            MattermostRoom(self.directory, c["id"])
+            for c in self.directory.my_channels()
+            if c.get("type") in ("O", "P", "G")
+        ]
+
+    def prefix_groupchat_reply(self, message: Message, identifier: Identifier) -> None:
+        super().prefix_groupchat_reply(message, identifier)
+        message.body = f"{identifier.person} {message.body}"
+
+    def change_presence(self, status: str = ONLINE, message: str = "") -> None:
+        log.debug("presence changes are not supported on Mattermost bots")
+
+    def is_from_self(self, msg: Message) -> bool:
+        frm = msg.frm
+        return isinstance(frm, MattermostPerson) and frm.userid == self.rest.user_id

@@ -1,0 +1,113 @@
+"""The ``opsroom`` command: run the bot, check its configuration, report its health."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from bot import redaction
+from bot.settings import SettingsError, get_settings
+
+EXIT_CONFIG = 2
+log = logging.getLogger("opsroom")
+
+
+def _load_config_module(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("config", path)
+    if spec is None or spec.loader is None:
+        raise SettingsError(f"cannot load Errbot configuration from {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["config"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _terminate_on_sigterm() -> None:
+    """Turn SIGTERM into the same clean shutdown as Ctrl-C (Errbot installs no handler)."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from errbot.bootstrap import setup_bot
+
+    settings = get_settings()
+    config_path = Path(args.config)
+    if not config_path.is_file():
+        print(
+            f"opsroom: {config_path} not found; run from the project directory "
+            "or pass --config PATH",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    config = _load_config_module(config_path.resolve())
+    settings.opsroom_data_dir.mkdir(parents=True, exist_ok=True)
+    _terminate_on_sigterm()
+    bot = setup_bot(config.BACKEND, logging.getLogger(), config)
+    redaction.install(settings.secrets)
+    log.info("Opsroom starting on the %s backend", config.BACKEND)
+    bot.serve_forever()
+    return int(getattr(bot, "exit_code", 0))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    where = str(settings.mattermost_url) if settings.mattermost_url else "terminal (text backend)"
+    print(f"configuration OK: backend {settings.backend}, chat {where}")
+    return 0
+
+
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    from bot.mattermost.heartbeat import heartbeat_age
+
+    settings = get_settings()
+    age = heartbeat_age(settings.opsroom_data_dir)
+    limit = 3 * settings.opsroom_ws_ping_interval.total_seconds()
+    if age is None:
+        print("unhealthy: no heartbeat yet")
+        return 1
+    if age > limit:
+        print(f"unhealthy: last heartbeat {age:.0f}s ago (limit {limit:.0f}s)")
+        return 1
+    print(f"healthy: last heartbeat {age:.1f}s ago")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="opsroom",
+        description="Opsroom ChatOps bot. Settings come from the environment; "
+        "see docs/configuration.md.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="start the bot")
+    run.add_argument(
+        "--config", default="config.py", help="Errbot config file (default: %(default)s)"
+    )
+    run.set_defaults(func=cmd_run)
+    check = sub.add_parser("check-config", help="validate settings and exit")
+    check.set_defaults(func=cmd_check_config)
+    health = sub.add_parser("healthcheck", help="exit 0 when the bot's heartbeat is fresh")
+    health.set_defaults(func=cmd_healthcheck)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SettingsError as exc:
+        print(f"opsroom: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Build Errbot's configuration (the names Errbot reads from ``config.py``) from Settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.settings import Settings
+
+BACKENDS_DIR = Path(__file__).resolve().parent / "backends"
+STORAGE_DIR = Path(__file__).resolve().parent / "storage"
+
+# Errbot's core plugins we load. Left out on purpose: Plugins (lets chat users install code
+# from git), Backup, Flows, Webserver, VersionChecker (calls home), ChatRoom, TextCmds.
+# ACLs must stay: it is what enforces ``admin_only`` on commands.
+CORE_PLUGINS = ("ACLs", "Help", "Health", "Utils", "CommandNotFoundFilter")
+
+# Name of the local user on the terminal backend; it is the admin there.
+TEXT_USER = "@localuser"
+
+
+def errbot_config(settings: Settings, root: Path) -> dict[str, object]:
+    """Return Errbot's settings; ``root`` is the project directory holding ``plugins/``."""
+    data_dir = settings.opsroom_data_dir.resolve()
+    plugin_dirs = [str(root / "plugins"), *settings.opsroom_extra_plugin_dirs]
+    admins = tuple(settings.opsroom_admins) if settings.mattermost_url else (TEXT_USER,)
+    return {
+        "BACKEND": settings.backend,
+        "BOT_EXTRA_BACKEND_DIR": str(BACKENDS_DIR),
+        "STORAGE": "SQLite",
+        "BOT_EXTRA_STORAGE_PLUGINS_DIR": str(STORAGE_DIR),
+        "BOT_DATA_DIR": str(data_dir / "errbot"),
+        "BOT_EXTRA_PLUGIN_DIR": plugin_dirs,
+        "CORE_PLUGINS": CORE_PLUGINS,
+        "AUTOINSTALL_DEPS": False,
+        "BOT_PLUGIN_INDEXES": (),
+        # The terminal backend owns the console, so its log goes to a file instead.
+        "BOT_LOG_FILE": None if settings.mattermost_url else str(data_dir / "opsroom.log"),
+        "BOT_LOG_LEVEL": settings.opsroom_log_level,
+        "BOT_PREFIX": settings.opsroom_prefix,
+        # In a direct message the prefix may be left out: "deploy x" works as "!deploy x".
+        "BOT_PREFIX_OPTIONAL_ON_CHAT": True,
+        "BOT_ADMINS": admins,
+        "BOT_ADMINS_NOTIFICATIONS": (),
+        "BOT_ASYNC": True,
+        "BOT_ASYNC_POOLSIZE": 10,
+        "HIDE_RESTRICTED_COMMANDS": True,
+        "SUPPRESS_CMD_NOT_FOUND": False,
+        "MESSAGE_SIZE_LIMIT": 16383,
+        "CHATROOM_PRESENCE": (),
+        "TEXT_DEMO_MODE": True,
+        "BOT_IDENTITY": {},
+        "OPSROOM_SETTINGS": settings,
+    }

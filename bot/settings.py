@@ -1,0 +1,217 @@
+"""Typed, validated settings for Opsroom.
+
+Settings come from the environment and, optionally, from a dotenv-style file named by
+``OPSROOM_ENV_FILE`` (default ``./opsroom.env`` when it exists). The environment wins over
+the file. Every setting is documented in ``docs/configuration.md``; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AnyHttpUrl,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: object) -> object:
+    """Accept ``90``, ``"90s"``, ``"10m"``, ``"1.5h"`` (plain numbers are seconds)."""
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError("expected a duration such as 30s, 10m, 1h or a number of seconds")
+        return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    return value
+
+
+def split_list(value: object) -> object:
+    """Accept a comma- or whitespace-separated string as a list of strings."""
+    if isinstance(value, str):
+        return [item for item in re.split(r"[,\s]+", value) if item]
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+StrList = Annotated[list[str], NoDecode, BeforeValidator(split_list)]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class Settings(BaseSettings):
+    """Every setting Opsroom reads. Field names are the environment variable names."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=False,
+        extra="ignore",
+        env_file_encoding="utf-8",
+        validate_default=True,
+    )
+
+    # --- Mattermost connection -------------------------------------------------------------
+    mattermost_url: AnyHttpUrl | None = Field(
+        None, description="Base URL of the Mattermost server; unset = terminal (text) backend."
+    )
+    mattermost_token: SecretStr | None = Field(
+        None, description="Personal access token of the bot account."
+    )
+    mattermost_token_file: Path | None = Field(
+        None, description="File holding the token (e.g. a mounted secret)."
+    )
+    mattermost_teams: StrList = Field(
+        default_factory=list, description="Team names to serve; empty = every team."
+    )
+    mattermost_ca_file: Path | None = Field(None, description="CA bundle for a private CA.")
+    mattermost_verify_tls: bool = Field(True, description="Verify the server's certificate.")
+    mattermost_request_timeout: Duration = Field(timedelta(seconds=30))
+
+    # --- Behaviour -------------------------------------------------------------------------
+    opsroom_prefix: str = Field("!", min_length=1, max_length=5)
+    opsroom_data_dir: Path = Field(Path("./data"))
+    opsroom_admins: StrList = Field(default_factory=list)
+    opsroom_log_level: LogLevel = "INFO"
+    opsroom_max_command_age: Duration = Field(timedelta(minutes=10))
+    opsroom_backfill_window: Duration = Field(timedelta(hours=1))
+    opsroom_reply_in_thread: bool = False
+    opsroom_answer_bots: bool = False
+    opsroom_answer_webhooks: bool = False
+    opsroom_ws_ping_interval: Duration = Field(timedelta(seconds=20))
+    opsroom_reconnect_max_delay: Duration = Field(timedelta(seconds=60))
+    opsroom_post_workers: int = Field(8, ge=1, le=64)
+    opsroom_extra_plugin_dirs: StrList = Field(default_factory=list)
+
+    @field_validator("opsroom_log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("opsroom_prefix")
+    @classmethod
+    def _prefix_has_no_space(cls, value: str) -> str:
+        if any(ch.isspace() for ch in value):
+            raise ValueError("the prefix must not contain spaces")
+        return value
+
+    @field_validator(
+        "opsroom_max_command_age",
+        "opsroom_backfill_window",
+        "opsroom_ws_ping_interval",
+        "opsroom_reconnect_max_delay",
+        "mattermost_request_timeout",
+    )
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() <= 0:
+            raise ValueError("must be greater than zero")
+        return value
+
+    @model_validator(mode="after")
+    def _token_when_connected(self) -> Settings:
+        if self.mattermost_url is None:
+            return self
+        if self.mattermost_token is None and self.mattermost_token_file is None:
+            raise ValueError(
+                "MATTERMOST_TOKEN or MATTERMOST_TOKEN_FILE is required when MATTERMOST_URL is set"
+            )
+        if self.mattermost_token is None and self.mattermost_token_file is not None:
+            try:
+                token = self.mattermost_token_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(
+                    f"MATTERMOST_TOKEN_FILE: cannot read {self.mattermost_token_file}: "
+                    f"{exc.strerror}"
+                ) from None
+            if not token:
+                raise ValueError(f"MATTERMOST_TOKEN_FILE: {self.mattermost_token_file} is empty")
+            self.mattermost_token = SecretStr(token)
+        return self
+
+    # --- Derived values ----------------------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        """Errbot backend name: our Mattermost backend, or Errbot's terminal backend."""
+        return "Mattermost" if self.mattermost_url else "Text"
+
+    @property
+    def token(self) -> str:
+        """The bot token in clear; only for the HTTP client. Never log it."""
+        return self.mattermost_token.get_secret_value() if self.mattermost_token else ""
+
+    @property
+    def secrets(self) -> list[str]:
+        """Values that must never appear in logs or chat."""
+        return [self.token] if self.token else []
+
+    def driver_options(self) -> dict[str, object]:
+        """Options for ``mattermostdriver.Driver`` derived from ``MATTERMOST_URL``."""
+        assert self.mattermost_url is not None
+        parts = urlsplit(str(self.mattermost_url))
+        scheme = parts.scheme
+        verify: bool | str = self.mattermost_verify_tls
+        if verify and self.mattermost_ca_file:
+            verify = str(self.mattermost_ca_file)
+        return {
+            "scheme": scheme,
+            "url": parts.hostname,
+            "port": parts.port or (443 if scheme == "https" else 80),
+            "basepath": parts.path.rstrip("/") + "/api/v4",
+            "verify": verify,
+            "token": self.token,
+            "request_timeout": self.mattermost_request_timeout.total_seconds(),
+        }
+
+
+class SettingsError(Exception):
+    """Settings did not validate; the message names every bad key."""
+
+
+def _env_file() -> str | None:
+    path = os.environ.get("OPSROOM_ENV_FILE")
+    if path:
+        if not Path(path).is_file():
+            raise SettingsError(f"OPSROOM_ENV_FILE: {path} does not exist")
+        return path
+    return "opsroom.env" if Path("opsroom.env").is_file() else None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return load_settings()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate settings, raising :class:`SettingsError` with readable messages."""
+    try:
+        return Settings(_env_file=_env_file(), **overrides)
+    except ValidationError as exc:
+        raise SettingsError(format_validation_error(exc)) from None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem: ``KEY: what is wrong (got 'value')``. Secrets are not echoed."""
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]).upper() or "settings"
+        message = error["msg"].removeprefix("Value error, ")
+        shown = ""
+        if error["loc"] and "TOKEN" not in key and error.get("input") is not None:
+            shown = f" (got {error['input']!r})"
+        lines.append(f"{key}: {message}{shown}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -1,0 +1,26 @@
+"""``!ping`` and ``!version``: is the bot alive, how far behind is it, what runs here."""
+
+from __future__ import annotations
+
+import time
+from importlib.metadata import version
+
+from errbot import BotPlugin, botcmd
+
+
+class Opsroom(BotPlugin):
+    """Liveness and version of this Opsroom instance."""
+
+    @botcmd
+    def ping(self, msg, args):
+        """Answer pong, with how long the command took to reach the bot."""
+        created_ms = (msg.extras or {}).get("create_at")
+        if not created_ms:
+            return "pong"
+        lag_ms = max(0, int(time.time() * 1000 - created_ms))
+        return f"pong (your command reached me after {lag_ms} ms)"
+
+    @botcmd
+    def version(self, msg, args):
+        """Show the Opsroom version and the chat backend in use."""
+        return f"Opsroom {version('opsroom')} on the {self._bot.mode} backend"

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.harness import BotProcess, Seed, seed
+from tests.fake_mattermost.fixtures import fake_mm  # noqa: F401
+
+
+@pytest.fixture
+def world(fake_mm) -> Seed:  # noqa: F811
+    return seed(fake_mm)
+
+
+@pytest.fixture
+def make_bot(fake_mm, world, tmp_path):  # noqa: F811
+    """Factory for bot processes sharing one data directory (so restarts keep state)."""
+    started: list[BotProcess] = []
+
+    def make(wait: bool = True, token: str | None = None, **env: str) -> BotProcess:
+        bot = BotProcess(fake_mm.url, token or world.token, tmp_path / "data", **env)
+        started.append(bot)
+        return bot.start(wait=wait)
+
+    yield make
+    for bot in started:
+        if bot.proc and bot.proc.poll() is None:
+            bot.stop()
+
+
+@pytest.fixture
+def bot(make_bot) -> BotProcess:
+    return make_bot()

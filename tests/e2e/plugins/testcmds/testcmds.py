@@ -1,0 +1,60 @@
+"""Commands that make the backend produce each kind of output, for end-to-end tests."""
+
+import io
+import time
+
+from errbot import BotPlugin, botcmd
+
+
+class TestCommands(BotPlugin):
+    @botcmd
+    def bigoutput(self, msg, args):
+        """Reply with N numbered lines inside a code fence."""
+        count = int(args or "3000")
+        lines = "\n".join(f"line {n:05d} " + "x" * 40 for n in range(count))
+        return f"```text\n{lines}\n```"
+
+    @botcmd
+    def slow(self, msg, args):
+        """Sleep for the given seconds, then answer."""
+        time.sleep(float(args or "1"))
+        return f"slept {args}"
+
+    @botcmd
+    def twoparts(self, msg, args):
+        """Yield two replies in order."""
+        yield f"first {args}"
+        yield f"second {args}"
+
+    @botcmd
+    def card(self, msg, args):
+        """Send a card with fields."""
+        self.send_card(
+            title="Deploy",
+            body="all good",
+            color="green",
+            fields=(("env", "staging"), ("version", args or "1.0")),
+            in_reply_to=msg,
+        )
+
+    @botcmd
+    def upload(self, msg, args):
+        """Upload a file to the channel."""
+        data = (args or "hello").encode()
+        self.send_stream_request(
+            msg.frm.room if hasattr(msg.frm, "room") else msg.frm,
+            io.BytesIO(data),
+            name="out.txt",
+            size=len(data),
+        )
+
+    @botcmd
+    def progress(self, msg, args):
+        """Post a message, edit it, and react to the command."""
+        backend = self._bot
+        futures = backend.post(
+            msg.to if msg.is_group else msg.frm, "step 1/2", order_key=msg.extras["post_id"]
+        )
+        post = futures[-1].result(timeout=10)
+        backend.edit_post(post["id"], "step 2/2 done", order_key=msg.extras["post_id"]).result(10)
+        backend.add_reaction(msg.extras["post_id"], "white_check_mark").result(10)

@@ -1,0 +1,77 @@
+"""The reliable-websocket bookkeeping of EventStream, without a network."""
+
+import json
+import random
+
+from bot.mattermost.events import Backoff, EventStream
+
+
+def make_stream():
+    events, resyncs = [], []
+    stream = EventStream(
+        "ws://127.0.0.1:1/api/v4/websocket",
+        "token",
+        on_event=events.append,
+        on_resync=resyncs.append,
+        on_unauthorized=lambda: None,
+    )
+    return stream, events, resyncs
+
+
+def frame(event, seq, **data):
+    return json.dumps({"event": event, "seq": seq, "data": data, "broadcast": {}})
+
+
+def test_first_hello_asks_for_catch_up_and_sets_position():
+    stream, events, resyncs = make_stream()
+    stream._receive(frame("hello", 0, connection_id="c1"))
+    assert resyncs == ["start"]
+    assert (stream.position.connection_id, stream.position.next_seq) == ("c1", 1)
+
+
+def test_resumed_session_replays_without_catch_up():
+    stream, events, resyncs = make_stream()
+    stream._receive(frame("hello", 0, connection_id="c1"))
+    stream._receive(frame("posted", 1))
+    # reconnect: the server replays seq 2 and 3, then says hello with the same id
+    stream._receive(frame("posted", 2))
+    stream._receive(frame("posted", 3))
+    stream._receive(frame("hello", 4, connection_id="c1"))
+    assert resyncs == ["start"]
+    assert [e["seq"] for e in events if e["event"] == "posted"] == [1, 2, 3]
+    assert "sequence_number=5" in stream._url() and "connection_id=c1" in stream._url()
+
+
+def test_new_connection_id_means_events_were_lost():
+    stream, _, resyncs = make_stream()
+    stream._receive(frame("hello", 0, connection_id="c1"))
+    stream._receive(frame("hello", 0, connection_id="c2"))
+    assert resyncs == ["start", "reconnect"]
+
+
+def test_duplicates_are_dropped_and_gaps_reported():
+    stream, events, resyncs = make_stream()
+    stream._receive(frame("hello", 0, connection_id="c1"))
+    stream._receive(frame("posted", 1))
+    stream._receive(frame("posted", 1))
+    stream._receive(frame("posted", 5))
+    assert [e["seq"] for e in events if e["event"] == "posted"] == [1, 5]
+    assert resyncs == ["start", "gap"]
+
+
+def test_responses_and_garbage_are_not_events():
+    stream, events, _ = make_stream()
+    stream._receive('{"status": "OK", "seq_reply": 1}')
+    stream._receive("not json")
+    stream._receive('{"event": "posted"}')
+    assert events == []
+
+
+def test_backoff_grows_with_jitter_and_is_capped():
+    backoff = Backoff(base=1.0, cap=8.0, rng=random.Random(1))
+    delays = [backoff.next_delay() for _ in range(6)]
+    ceilings = [1, 2, 4, 8, 8, 8]
+    assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings, strict=True))
+    assert len(set(delays)) == len(delays)  # jittered, not lock-step
+    backoff.reset()
+    assert backoff.next_delay() <= 1.0

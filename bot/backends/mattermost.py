@@ -551,9 +551,17 @@ class MattermostBackend(ErrBot):
     ) -> Stream:
         """Errbot's file API: upload ``fsource`` to the user's or room's channel."""
         stream = Stream(user, fsource, name, size, stream_type)
-        content = fsource.read()
-        self.upload(user, name or "file", content).result()
-        stream.success()
+        stream.accept()
+        future = self.upload(user, name or "file", fsource.read())
+
+        def finished(done: Future) -> None:
+            error = done.exception()
+            if error is None:
+                stream.success()
+            else:
+                stream.error(str(error))
+
+        future.add_done_callback(finished)
         return stream
 
     def send_card(self, card: Card) -> None:

@@ -82,7 +82,8 @@ class Outbox:
         on_unauthorized: Callable[[], None] | None = None,
         max_backoff: float = MAX_BACKOFF_SECONDS,
     ) -> None:
-        self._lock = threading.Condition()
+        self._lock = threading.Condition()  # workers wait on it for ready keys
+        self._drained = threading.Condition(self._lock)  # close() waits on it
         self._queues: dict[str, deque[tuple[Job, Future, str]]] = {}
         self._ready: deque[str] = deque()  # keys with work and no worker on them
         self._busy: set[str] = set()
@@ -128,7 +129,7 @@ class Outbox:
         with self._lock:
             self._closed = True
             while self._pending and time.monotonic() < deadline:
-                self._lock.wait(deadline - time.monotonic())
+                self._drained.wait(deadline - time.monotonic())
             drained = self._pending == 0
         if not drained:
             log.error("shutting down with %d message(s) not yet delivered", self._pending)
@@ -166,7 +167,8 @@ class Outbox:
                     self._lock.notify()
                 else:
                     del self._queues[key]
-                self._lock.notify_all()
+                if not self._pending:
+                    self._drained.notify_all()
 
     def _run(self, job: Job, future: Future, what: str) -> None:
         retrying = Retrying(

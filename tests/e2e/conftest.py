@@ -8,7 +8,11 @@ from tests.fake_mattermost.fixtures import fake_mm  # noqa: F401
 
 @pytest.fixture
 def world(fake_mm) -> Seed:  # noqa: F811
-    return seed(fake_mm)
+    """A seeded server; after the test, every request the bot made must match the docs."""
+    seeded = seed(fake_mm)
+    yield seeded
+    assert fake_mm.contract_violations == []
+    assert fake_mm.unexpected_requests == []
 
 
 @pytest.fixture

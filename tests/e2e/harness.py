@@ -55,7 +55,9 @@ class BotProcess:
         self.data_dir = data_dir
         self.log_path = data_dir / "bot.log"
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("MATTERMOST_", "OPSROOM_"))},
+            **{
+                k: v for k, v in os.environ.items() if not k.startswith(("MATTERMOST_", "OPSROOM_"))
+            },
             "MATTERMOST_URL": url,
             "MATTERMOST_TOKEN": token,
             "OPSROOM_DATA_DIR": str(data_dir),
@@ -107,7 +109,9 @@ class BotProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             code = self.proc.wait()
-            raise AssertionError(f"bot did not stop within {timeout}s:\n{self.log()[-4000:]}")
+            raise AssertionError(
+                f"bot did not stop within {timeout}s:\n{self.log()[-4000:]}"
+            ) from None
         finally:
             self._log.close()
         return code
@@ -117,4 +121,6 @@ class BotProcess:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"bot still running after {timeout}s:\n{self.log()[-4000:]}")
+            raise AssertionError(
+                f"bot still running after {timeout}s:\n{self.log()[-4000:]}"
+            ) from None

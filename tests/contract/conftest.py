@@ -1,0 +1,1 @@
+from tests.fake_mattermost.fixtures import fake_mm  # noqa: F401

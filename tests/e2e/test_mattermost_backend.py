@@ -1,0 +1,314 @@
+"""The real bot process against the fake Mattermost server, over real sockets."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+from bot.mattermost.inbound import STALE_NOTICE
+
+
+def replies(mm, world, since=0):
+    return mm.posts_by(world.bot)[since:]
+
+
+def texts(posts):
+    return [p["message"] for p in posts]
+
+
+def wait_reply(mm, world, count=1, timeout=15):
+    return mm.wait_for_posts(world.bot, count, timeout=timeout)
+
+
+def test_help_lists_commands(fake_mm, world, bot):
+    fake_mm.post_as(world.alice, world.ops, "!help")
+    (reply,) = wait_reply(fake_mm, world)
+    assert "!echo" in reply["message"] and "!ping" in reply["message"]
+    assert reply["channel_id"] == world.ops["id"]
+
+
+def test_prefix_and_mention_both_work(fake_mm, world, bot):
+    fake_mm.post_as(world.alice, world.ops, "!echo one")
+    wait_reply(fake_mm, world, 1)
+    fake_mm.post_as(world.alice, world.ops, "@opsbot echo two")
+    wait_reply(fake_mm, world, 2)
+    fake_mm.post_as(world.alice, world.ops, "@opsbot: echo three")
+    posts = wait_reply(fake_mm, world, 3)
+    assert texts(posts) == ["one", "two", "three"]
+
+
+def test_plain_chatter_gets_no_answer(fake_mm, world, bot):
+    fake_mm.post_as(world.alice, world.ops, "echo not for the bot")
+    fake_mm.post_as(world.alice, world.ops, "!echo marker")
+    posts = wait_reply(fake_mm, world, 1)
+    time.sleep(0.3)
+    assert texts(fake_mm.posts_by(world.bot)) == ["marker"] == texts(posts)
+
+
+def test_reply_goes_to_the_thread_root_not_the_reply(fake_mm, world, bot):
+    root = fake_mm.post_as(world.bob, world.ops, "deploy discussion")
+    reply_in_thread = fake_mm.post_as(world.alice, world.ops, "!echo threaded", root_id=root["id"])
+    (answer,) = wait_reply(fake_mm, world)
+    assert answer["root_id"] == root["id"] != reply_in_thread["id"]
+    fake_mm.post_as(world.alice, world.ops, "!echo top level")
+    answer = wait_reply(fake_mm, world, 2)[-1]
+    assert answer["root_id"] == ""
+
+
+def test_always_reply_in_thread_option(fake_mm, world, make_bot):
+    make_bot(OPSROOM_REPLY_IN_THREAD="true")
+    command = fake_mm.post_as(world.alice, world.ops, "!echo in a thread")
+    (answer,) = wait_reply(fake_mm, world)
+    assert answer["root_id"] == command["id"]
+
+
+def test_direct_and_group_messages(fake_mm, world, bot):
+    dm = fake_mm.direct_channel(world.alice, world.bot)
+    fake_mm.post_as(world.alice, dm, "echo no prefix needed")
+    (answer,) = wait_reply(fake_mm, world)
+    assert answer["channel_id"] == dm["id"] and answer["message"] == "no prefix needed"
+    group = fake_mm.group_channel([world.alice, world.bob, world.bot])
+    fake_mm.post_as(world.bob, group, "!echo group")
+    answer = wait_reply(fake_mm, world, 2)[-1]
+    assert answer["channel_id"] == group["id"] and answer["message"] == "group"
+
+
+def test_private_channel_and_every_team_are_served(fake_mm, world, bot):
+    fake_mm.post_as(world.alice, world.secret, "!echo private")
+    fake_mm.post_as(world.alice, world.infra, "!echo other team")
+    posts = wait_reply(fake_mm, world, 2)
+    by_channel = {p["channel_id"]: p["message"] for p in posts}
+    assert by_channel == {world.secret["id"]: "private", world.infra["id"]: "other team"}
+
+
+def test_team_filter_limits_what_is_served(fake_mm, world, make_bot):
+    make_bot(MATTERMOST_TEAMS="alpha")
+    fake_mm.post_as(world.alice, world.infra, "!echo beta is not served")
+    fake_mm.post_as(world.alice, world.ops, "!echo alpha is")
+    posts = wait_reply(fake_mm, world, 1)
+    time.sleep(0.5)
+    assert texts(fake_mm.posts_by(world.bot)) == ["alpha is"] == texts(posts)
+
+
+def test_other_bots_and_webhooks_are_ignored_by_default(fake_mm, world, bot):
+    other_bot = fake_mm.add_user("deploybot", is_bot=True)
+    fake_mm.add_to_team(world.alpha, other_bot)
+    fake_mm.add_member(world.ops, other_bot)
+    fake_mm.post_as(other_bot, world.ops, "!echo from bot")
+    fake_mm.post_as(world.alice, world.ops, "!echo from hook", from_webhook=True)
+    fake_mm.post_as(world.alice, world.ops, "!echo from human")
+    posts = wait_reply(fake_mm, world, 1)
+    time.sleep(0.5)
+    assert texts(fake_mm.posts_by(world.bot)) == ["from human"] == texts(posts)
+
+
+def test_resume_replays_missed_events_without_rest_backfill(fake_mm, world, bot):
+    fake_mm.post_as(world.alice, world.ops, "!echo before")
+    wait_reply(fake_mm, world, 1)
+    backfills_before = bot.log().count("missed post(s) found over REST")
+    fake_mm.drop_websockets()
+    fake_mm.post_as(world.alice, world.ops, "!echo while away 1")
+    fake_mm.post_as(world.alice, world.ops, "!echo while away 2")
+    posts = wait_reply(fake_mm, world, 3)
+    bot.wait_for_log("websocket session resumed")
+    assert texts(posts) == ["before", "while away 1", "while away 2"]
+    assert fake_mm.last_resume["resumed"] is True
+    assert bot.log().count("missed post(s) found over REST") == backfills_before
+    time.sleep(0.5)
+    assert len(fake_mm.posts_by(world.bot)) == 3
+
+
+def test_lost_session_is_caught_up_over_rest_exactly_once(fake_mm, world, bot):
+    fake_mm.post_as(world.alice, world.ops, "!echo before")
+    wait_reply(fake_mm, world, 1)
+    fake_mm.drop_websockets(forget=True)
+    fake_mm.post_as(world.alice, world.ops, "!echo missed 1")
+    fake_mm.post_as(world.bob, world.infra, "!echo missed 2")
+    posts = wait_reply(fake_mm, world, 3)
+    bot.wait_for_log("caught up after reconnect")
+    assert sorted(texts(posts)) == ["before", "missed 1", "missed 2"]
+    assert fake_mm.last_resume["resumed"] is False
+    time.sleep(0.5)
+    assert len(fake_mm.posts_by(world.bot)) == 3  # "before" was not run again
+
+
+def test_restart_does_not_rerun_and_catches_up(fake_mm, world, make_bot):
+    first = make_bot()
+    fake_mm.post_as(world.alice, world.ops, "!echo first life")
+    wait_reply(fake_mm, world, 1)
+    assert first.stop() == 0
+    fake_mm.post_as(world.alice, world.ops, "!echo while down")
+    make_bot()
+    posts = wait_reply(fake_mm, world, 2)
+    time.sleep(0.5)
+    assert texts(fake_mm.posts_by(world.bot)) == ["first life", "while down"] == texts(posts)
+
+
+def test_stale_commands_are_refused_not_run(fake_mm, world, make_bot):
+    first = make_bot(OPSROOM_MAX_COMMAND_AGE="1s")
+    assert first.stop() == 0
+    fake_mm.post_as(world.alice, world.ops, "!echo too late")
+    time.sleep(1.5)
+    make_bot(OPSROOM_MAX_COMMAND_AGE="1s")
+    (answer,) = wait_reply(fake_mm, world)
+    assert STALE_NOTICE in answer["message"] and "`!echo too late`" in answer["message"]
+    time.sleep(0.5)
+    assert len(fake_mm.posts_by(world.bot)) == 1
+
+
+def test_rate_limited_posts_are_delivered_once_after_the_pause(fake_mm, world, bot):
+    fake_mm.fail_next(
+        "POST",
+        r"/api/v4/posts$",
+        429,
+        count=2,
+        headers={"Retry-After": "1", "X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "0"},
+    )
+    started = time.monotonic()
+    fake_mm.post_as(world.alice, world.ops, "!echo patience")
+    (answer,) = wait_reply(fake_mm, world)
+    assert answer["message"] == "patience"
+    assert time.monotonic() - started >= 2.0
+    time.sleep(0.5)
+    assert len(fake_mm.posts_by(world.bot)) == 1
+
+
+def test_server_errors_on_posting_are_retried(fake_mm, world, bot):
+    fake_mm.fail_next("POST", r"/api/v4/posts$", 503, count=3)
+    fake_mm.post_as(world.alice, world.ops, "!echo eventually")
+    (answer,) = wait_reply(fake_mm, world)
+    assert answer["message"] == "eventually"
+    time.sleep(0.5)
+    assert len(fake_mm.posts_by(world.bot)) == 1
+
+
+def test_slow_server_response_does_not_duplicate(fake_mm, world, make_bot):
+    # The first POST is answered after the client gave up; the retry carries the same
+    # pending_post_id, so Mattermost returns the post it already made.
+    make_bot(MATTERMOST_REQUEST_TIMEOUT="1s")
+    fake_mm.delay_next("POST", r"/api/v4/posts$", 2.0)
+    fake_mm.post_as(world.alice, world.ops, "!echo only once")
+    wait_reply(fake_mm, world)
+    time.sleep(3)
+    assert texts(fake_mm.posts_by(world.bot)) == ["only once"]
+
+
+def test_long_output_is_split_with_balanced_code_fences(fake_mm, world, bot):
+    fake_mm.post_as(world.alice, world.ops, "!bigoutput 1200")
+    time.sleep(0.5)
+    posts = fake_mm.wait_for_posts(world.bot, 4, timeout=15)
+    assert all(len(p["message"]) <= 16383 for p in posts)
+    assert all(p["message"].count("```") % 2 == 0 for p in posts)
+    body = "\n".join(p["message"] for p in posts)
+    numbers = [line.split()[1] for line in body.splitlines() if line.startswith("line ")]
+    assert numbers == [f"{n:05d}" for n in range(1200)]  # nothing lost, in order
+
+
+def test_two_hundred_concurrent_commands_are_each_answered_once(fake_mm, world, bot):
+    users = [world.alice, world.bob, world.admin]
+    channels = [world.ops, world.secret, world.infra]
+    expected = {}
+    for n in range(200):
+        channel = channels[n % 3]
+        fake_mm.post_as(users[n % 3], channel, f"!echo msg-{n:03d}")
+        expected[f"msg-{n:03d}"] = channel["id"]
+    posts = fake_mm.wait_for_posts(world.bot, 200, timeout=60)
+    time.sleep(0.5)
+    posts = fake_mm.posts_by(world.bot)
+    assert len(posts) == 200
+    assert {p["message"]: p["channel_id"] for p in posts} == expected
+
+
+def test_replies_of_one_command_keep_their_order(fake_mm, world, bot):
+    for n in range(20):
+        fake_mm.post_as(world.alice, world.ops, f"!twoparts {n}")
+    posts = fake_mm.wait_for_posts(world.bot, 40, timeout=30)
+    for n in range(20):
+        mine = [p["message"] for p in posts if p["message"].endswith(f" {n}")]
+        assert mine == [f"first {n}", f"second {n}"]
+
+
+def test_revoked_token_stops_the_bot_with_an_error(fake_mm, world, bot):
+    fake_mm.revoke_token(world.token)
+    assert bot.wait_exit(timeout=20) == 3
+    assert "rejected the token" in bot.log()
+
+
+def test_invalid_token_at_start_exits_at_once(fake_mm, world, make_bot):
+    bot = make_bot(wait=False, token="not-a-valid-token-at-all")
+    assert bot.wait_exit(timeout=20) == 3
+    assert "not-a-valid-token-at-all" not in bot.log()
+
+
+def test_server_down_at_start_is_waited_for(fake_mm, world, make_bot):
+    fake_mm.stop()
+    bot = make_bot(wait=False)
+    bot.wait_for_log("Mattermost not reachable", timeout=20)
+    fake_mm.start()
+    bot.wait_for_log("caught up after start", timeout=30)
+    fake_mm.post_as(world.alice, world.ops, "!echo back")
+    (answer,) = wait_reply(fake_mm, world)
+    assert answer["message"] == "back"
+
+
+def test_server_restart_is_survived(fake_mm, world, bot):
+    fake_mm.stop()
+    time.sleep(1)
+    fake_mm.start()
+    bot.wait_for_log("caught up after reconnect", timeout=30)
+    fake_mm.post_as(world.alice, world.ops, "!echo after restart")
+    (answer,) = wait_reply(fake_mm, world)
+    assert answer["message"] == "after restart"
+
+
+def test_reconnects_back_off(fake_mm, world, bot):
+    fake_mm.fail_next("GET", r"/api/v4/websocket", 503, count=4)
+    fake_mm.drop_websockets()
+    fake_mm.post_as(world.alice, world.ops, "!echo reconnected")
+    wait_reply(fake_mm, world, timeout=30)
+    attempts = [t for (t, method, path, *_rest) in fake_mm.requests if path.endswith("/websocket")]
+    gaps = [b - a for a, b in itertools.pairwise(attempts[1:])]
+    assert len(gaps) >= 4
+    assert all(gap >= 0.45 for gap in gaps)  # never hammering
+    assert max(gaps) > min(gaps)
+
+
+def test_sigterm_finishes_running_commands_and_delivers_replies(fake_mm, world, bot):
+    fake_mm.post_as(world.alice, world.ops, "!slow 2")
+    bot.wait_for_log('Processing command "slow"')
+    assert bot.stop() == 0
+    assert texts(fake_mm.posts_by(world.bot)) == ["slept 2"]
+
+
+def test_cards_uploads_edits_and_reactions(fake_mm, world, bot):
+    command = fake_mm.post_as(world.alice, world.ops, "!card 2.1")
+    (card,) = wait_reply(fake_mm, world)
+    attachment = card["props"]["attachments"][0]
+    assert attachment["title"] == "Deploy" and attachment["color"] == "#3db887"
+    assert {"title": "version", "value": "2.1", "short": True} in attachment["fields"]
+    fake_mm.post_as(world.alice, world.ops, "!upload file-body")
+    upload = wait_reply(fake_mm, world, 2)[-1]
+    assert len(upload["file_ids"]) == 1
+    assert fake_mm.uploaded_files[-1]["content"] == b"file-body"
+    command = fake_mm.post_as(world.alice, world.ops, "!progress")
+    progress = wait_reply(fake_mm, world, 3)[-1]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        current = fake_mm.get_post(progress["id"])
+        if current["message"] == "step 2/2 done" and fake_mm.reactions_on(command["id"]):
+            break
+        time.sleep(0.05)
+    assert fake_mm.get_post(progress["id"])["message"] == "step 2/2 done"
+    assert fake_mm.reactions_on(command["id"]) == ["white_check_mark"]
+
+
+def test_admin_commands_are_admin_only_by_user_id(fake_mm, world, bot):
+    fake_mm.post_as(world.alice, world.ops, "!log tail")
+    (denied,) = wait_reply(fake_mm, world)
+    assert "requires bot-admin privileges" in denied["message"]
+    dm = fake_mm.direct_channel(world.admin, world.bot)
+    fake_mm.post_as(world.admin, dm, "!log tail 5")
+    allowed = wait_reply(fake_mm, world, 2)[-1]
+    assert allowed["channel_id"] == dm["id"]
+    assert "requires bot-admin privileges" not in allowed["message"]
+    assert "direct message" not in allowed["message"]

@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from websockets.asyncio.server import serve  # noqa: E402
-from websockets.sync.client import connect  # noqa: E402
+from websockets.asyncio.server import serve
+from websockets.sync.client import connect
 
-from tests.e2e.harness import BotProcess, seed  # noqa: E402
-from tests.fake_mattermost import FakeMattermost  # noqa: E402
+from tests.e2e.harness import BotProcess, seed
+from tests.fake_mattermost import FakeMattermost
 
 
 class Result:

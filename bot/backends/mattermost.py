@@ -306,19 +306,23 @@ class MattermostBackend(ErrBot):
 
     def _handle_post(
         self, post: dict[str, Any], source: str, mentions: list[str] | None = None
-    ) -> None:
+    ) -> bool:
+        """Hand a post to Errbot unless it must be ignored or was handled before.
+
+        Returns True when the post was new (claimed now).
+        """
         assert self.policy is not None
         reason = ignore_reason(post, self.policy)
         if reason:
             log.debug("ignoring post %s: %s", post.get("id"), reason)
-            return
+            return False
         try:
             channel = self.directory.channel(post["channel_id"])
         except UnknownIdentifier:
             log.warning("post %s in a channel the bot cannot see", post.get("id"))
-            return
+            return False
         if not self.directory.serves_team(channel.get("team_id", "")):
-            return
+            return False
         direct = channel.get("type") == "D"
         text = normalize_command(post.get("message", ""), self.policy)
         age = time.time() - post.get("create_at", 0) / 1000
@@ -327,16 +331,17 @@ class MattermostBackend(ErrBot):
         outcome = "stale" if stale else ("command" if command else "message")
         if not self.ledger.claim(post["id"], channel["id"], post.get("create_at", 0), outcome):
             log.debug("post %s already handled; not running it again", post["id"])
-            return
+            return False
         msg = self._message_from_post(post, channel, text)
         if stale:
             log.warning("refusing stale %s command from %s (%.0fs old)", source, msg.frm, age)
             self.send_simple_reply(msg, stale_notice(text, age))
-            return
+            return True
         self.callback_message(msg)
         others = [m for m in mentions or [] if m != self.rest.user_id]
         if others:
             self.callback_mention(msg, [MattermostPerson(self.directory, m) for m in others])
+        return True
 
     def _message_from_post(
         self, post: dict[str, Any], channel: dict[str, Any], text: str
@@ -412,9 +417,8 @@ class MattermostBackend(ErrBot):
             if channel.get("last_post_at", now_ms) < since:
                 continue
             for post in self.rest.posts_since(channel["id"], since):
-                if post.get("create_at", 0) >= since and not self.ledger.was_handled(post["id"]):
-                    found += 1
-                    self._handle_post(post, source="backfill")
+                if post.get("create_at", 0) >= since:
+                    found += self._handle_post(post, source="backfill")
         self._beat()
         log.info("caught up after %s: %d missed post(s) found over REST", reason, found)
         if not last_seen:

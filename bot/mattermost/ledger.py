@@ -73,13 +73,6 @@ class Ledger:
                 raise
         return inserted == 1
 
-    def was_handled(self, post_id: str) -> bool:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT 1 FROM handled_posts WHERE post_id = ?", (post_id,)
-            ).fetchone()
-        return row is not None
-
     def watermark(self, channel_id: str) -> int | None:
         """``create_at`` (ms) of the newest post seen in the channel, if any."""
         with self._lock:

@@ -20,7 +20,15 @@ class Opsroom(BotPlugin):
         lag_ms = max(0, int(time.time() * 1000 - created_ms))
         return f"pong (your command reached me after {lag_ms} ms)"
 
+    def activate(self) -> None:
+        super().activate()
+        self._started = time.monotonic()
+
     @botcmd
     def version(self, msg, args):
-        """Show the Opsroom version and the chat backend in use."""
-        return f"Opsroom {version('opsroom')} on the {self._bot.mode} backend"
+        """Show the Opsroom version, the chat backend in use and the uptime."""
+        minutes = int(time.monotonic() - self._started) // 60
+        return (
+            f"Opsroom {version('opsroom')} on the {self._bot.mode} backend, "
+            f"up {minutes // 60}h {minutes % 60}m"
+        )

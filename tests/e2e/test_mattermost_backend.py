@@ -312,3 +312,44 @@ def test_admin_commands_are_admin_only_by_user_id(fake_mm, world, bot):
     assert allowed["channel_id"] == dm["id"]
     assert "requires bot-admin privileges" not in allowed["message"]
     assert "direct message" not in allowed["message"]
+
+
+def test_identifiers_rooms_and_occupants(fake_mm, world, bot):
+    fake_mm.post_as(world.alice, world.ops, "!sendto @bob ~ops alpha/secret ~beta/infra")
+    posts = wait_reply(fake_mm, world, 5)
+    greetings = {p["message"]: p["channel_id"] for p in posts[:4]}
+    bob_dm = fake_mm.direct_channel(world.bob, world.bot)
+    assert greetings == {
+        "hello @bob": bob_dm["id"],
+        "hello ~ops": world.ops["id"],
+        "hello alpha/secret": world.secret["id"],
+        "hello ~beta/infra": world.infra["id"],
+    }
+    assert posts[4]["message"] == "sent"
+    fake_mm.post_as(world.alice, world.ops, "!sendto ~nowhere")
+    assert wait_reply(fake_mm, world, 6)[-1]["message"] == (
+        "error: no channel ~nowhere in any served team"
+    )
+    fake_mm.post_as(world.alice, world.ops, "!occupants ~alpha/ops")
+    assert wait_reply(fake_mm, world, 7)[-1]["message"] == "@admin @alice @bob @opsbot"
+    fake_mm.post_as(world.alice, world.ops, "!myrooms")
+    rooms = wait_reply(fake_mm, world, 8)[-1]["message"].split()
+    assert {"~alpha/ops", "~alpha/secret", "~beta/infra"} <= set(rooms)
+
+
+def test_identity_is_the_immutable_user_id(fake_mm, world, bot):
+    fake_mm.post_as(world.alice, world.ops, "!whois")
+    (answer,) = wait_reply(fake_mm, world)
+    assert answer["message"] == f"@alice {world.alice['id']}"
+
+
+def test_dead_connection_is_detected_by_ping_and_replaced(fake_mm, world, bot):
+    connects = fake_mm.websocket_connections
+    fake_mm.freeze_websockets()
+    started = time.monotonic()
+    bot.wait_for_log("websocket connection lost", timeout=15)
+    assert time.monotonic() - started < 8  # 2 s ping interval + 2 s pong timeout, plus slack
+    fake_mm.post_as(world.alice, world.ops, "!echo alive again")
+    (answer,) = wait_reply(fake_mm, world, timeout=15)
+    assert answer["message"] == "alive again"
+    assert fake_mm.websocket_connections > connects

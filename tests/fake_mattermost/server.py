@@ -1657,6 +1657,19 @@ class FakeMattermost:
         """
         self._on_loop(lambda: self._abort_sockets(forget=forget))
 
+    def freeze_websockets(self) -> None:
+        """Stop reading from every live websocket, so pings go unanswered: a half-dead TCP
+        path that only the client's keep-alive can detect."""
+
+        def freeze() -> None:
+            with self._lock:
+                sockets = list(self._sockets)
+            for live in sockets:
+                if live.transport is not None:
+                    live.transport.pause_reading()
+
+        self._on_loop(freeze)
+
     def _on_loop(self, action: Callable[[], Any]) -> None:
         """Run ``action`` on the server loop and wait for it (inline if stopped or on the loop)."""
         loop = self._loop

@@ -11,7 +11,7 @@ def test_a_post_is_claimed_once_even_after_reopening(tmp_path):
     ledger.close()
     reopened = Ledger(path)
     assert reopened.claim("p1", "c1", 1000, "command") is False
-    assert reopened.was_handled("p1") and not reopened.was_handled("p2")
+    assert reopened.claim("p2", "c1", 1001, "command") is True
 
 
 def test_watermark_only_moves_forward(tmp_path):

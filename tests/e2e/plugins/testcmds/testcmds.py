@@ -58,3 +58,29 @@ class TestCommands(BotPlugin):
         post = futures[-1].result(timeout=10)
         backend.edit_post(post["id"], "step 2/2 done", order_key=msg.extras["post_id"]).result(10)
         backend.add_reaction(msg.extras["post_id"], "white_check_mark").result(10)
+
+    @botcmd
+    def sendto(self, msg, args):
+        """Send a greeting to each identifier given (@user, ~channel, team/channel, id)."""
+        for text in args.split():
+            try:
+                target = self.build_identifier(text)
+            except ValueError as exc:
+                return f"error: {exc}"
+            self.send(target, f"hello {text}")
+        return "sent"
+
+    @botcmd
+    def occupants(self, msg, args):
+        """List the people in a channel."""
+        return " ".join(sorted(o.person for o in self.query_room(args).occupants))
+
+    @botcmd
+    def myrooms(self, msg, args):
+        """List the channels the bot is in."""
+        return " ".join(sorted(str(room) for room in self._bot.rooms()))
+
+    @botcmd
+    def whois(self, msg, args):
+        """Show the sender's identity as the backend sees it."""
+        return f"{msg.frm.person} {msg.frm.aclattr}"

@@ -2,17 +2,25 @@
 
 Starts the fake Mattermost server (tests/fake_mattermost) and a real ``opsroom run`` process,
 then sends ``!echo`` commands and measures, for each, the time from the moment the server
-emits the ``posted`` event to the moment it receives the bot's reply over REST. Senders are
-closed-loop: each waits for its answer before sending the next command. The floor is a bare
-websocket echo on loopback, measured the same way.
+emits the ``posted`` event to the moment it receives the bot's reply over REST. The floor is
+a bare websocket echo on loopback, measured the same way.
 
-    python bench/roundtrip.py [--commands 1000] [--concurrency 50]
+Every sender waits for its answer before sending again. Three loads:
+
+* sequential: one sender, back to back;
+* N concurrent senders pausing a random think time between commands (exponential, mean
+  ``--think`` seconds), like people in busy channels: the latency an operator sees;
+* N concurrent senders back to back: saturation throughput (latency is then N / throughput).
+
+    python bench/roundtrip.py [--commands 1000] [--concurrency 50] [--think 1.0]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import random
 import statistics
 import sys
 import tempfile
@@ -40,17 +48,28 @@ class Result:
         p99 = self.latencies[min(n - 1, int(n * 0.99))] * 1000
         worst = self.latencies[-1] * 1000
         rate = n / self.elapsed
-        return f"{self.name:<34} {n:>6} {rate:>10.0f} {p50:>8.2f} {p99:>8.2f} {worst:>8.2f}"
+        return f"{self.name:<40} {n:>6} {rate:>8.0f} {p50:>8.2f} {p99:>8.2f} {worst:>8.2f}"
 
 
-def run_senders(total: int, senders: int, one: Callable[[int, int], float], name: str) -> Result:
+def run_senders(
+    total: int,
+    senders: int,
+    one: Callable[[int, int], float],
+    name: str,
+    think: float = 0.0,
+) -> Result:
     """``one(sender, i)`` sends one request, waits for its answer and returns the latency."""
     latencies: list[float] = []
     lock = threading.Lock()
     per_sender = total // senders
 
     def sender(s: int) -> None:
-        mine = [one(s, i) for i in range(per_sender)]
+        rng = random.Random(s)
+        mine = []
+        for i in range(per_sender):
+            if think:
+                time.sleep(rng.expovariate(1 / think))
+            mine.append(one(s, i))
         with lock:
             latencies.extend(mine)
 
@@ -63,7 +82,20 @@ def run_senders(total: int, senders: int, one: Callable[[int, int], float], name
     return Result(name, latencies, time.perf_counter() - started)
 
 
-def bench_bot(total: int, concurrency: int) -> list[Result]:
+def scenarios(
+    total: int, concurrency: int, think: float, one: Callable[[int, int], float], label: str
+) -> list[Result]:
+    paced = min(total, concurrency * 20)
+    return [
+        run_senders(total // 2, 1, one, f"{label}, sequential"),
+        run_senders(
+            paced, concurrency, one, f"{label}, {concurrency} senders, {think:g}s think", think
+        ),
+        run_senders(total, concurrency, one, f"{label}, {concurrency} senders, no pause"),
+    ]
+
+
+def bench_bot(total: int, concurrency: int, think: float) -> list[Result]:
     arrivals: dict[str, float] = {}
     waiters: dict[str, threading.Event] = {}
     lock = threading.Lock()
@@ -98,16 +130,14 @@ def bench_bot(total: int, concurrency: int) -> list[Result]:
 
         for i in range(50):  # warm-up: imports, connections, caches
             one(999, i)
-        results = [
-            run_senders(total // 2, 1, lambda s, i: one(1000 + s, i), "bot, sequential"),
-            run_senders(total, concurrency, one, f"bot, {concurrency} concurrent senders"),
-        ]
+        sent = iter(range(10**9))
+        results = scenarios(total, concurrency, think, lambda s, i: one(s, next(sent)), "bot")
         bot.stop()
     mm.stop()
     return results
 
 
-def bench_floor(total: int, concurrency: int) -> list[Result]:
+def bench_floor(total: int, concurrency: int, think: float) -> list[Result]:
     ready = threading.Event()
     holder: dict = {}
 
@@ -127,21 +157,18 @@ def bench_floor(total: int, concurrency: int) -> list[Result]:
     thread.start()
     ready.wait()
     url = f"ws://127.0.0.1:{holder['port']}"
-    clients: dict[int, object] = {}
+    stack = contextlib.ExitStack()
+    clients = {n: stack.enter_context(connect(url)) for n in range(concurrency)}
 
     def one(sender: int, i: int) -> float:
-        ws = clients.get(sender) or clients.setdefault(sender, connect(url))
+        ws = clients[sender]
         started = time.perf_counter()
         ws.send(f"{sender}-{i}")
         ws.recv()
         return time.perf_counter() - started
 
-    results = [
-        run_senders(total // 2, 1, one, "websocket echo floor, sequential"),
-        run_senders(total, concurrency, one, f"websocket echo floor, {concurrency} concurrent"),
-    ]
-    for ws in clients.values():
-        ws.close()
+    with stack:
+        results = scenarios(total, concurrency, think, one, "ws echo floor")
     loop.call_soon_threadsafe(holder["stop"].set_result, None)
     thread.join(5)
     return results
@@ -151,11 +178,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--commands", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--think", type=float, default=1.0, help="mean pause between commands")
     args = parser.parse_args()
-    results = bench_bot(args.commands, args.concurrency) + bench_floor(
-        args.commands, args.concurrency
+    results = bench_bot(args.commands, args.concurrency, args.think) + bench_floor(
+        args.commands, args.concurrency, args.think
     )
-    print(f"{'scenario':<34} {'n':>6} {'per sec':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    print(f"{'scenario':<40} {'n':>6} {'per sec':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for result in results:
         print(result.row())
 

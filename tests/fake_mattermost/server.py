@@ -19,6 +19,7 @@ import json
 import mimetypes
 import re
 import secrets
+import ssl
 import string
 import threading
 import time
@@ -227,13 +228,17 @@ class FakeMattermost:
         dead_queue_size: int = 128,
         post_received: Callable[[dict[str, Any]], None] | None = None,
         docs: OpenAPIDocs | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """``strict`` validates every request and JSON response against the OpenAPI docs.
+
+        ``ssl_context`` (a server context) serves HTTPS and WSS instead of plain HTTP.
 
         ``post_received`` is called on the server thread (keep it quick) with a copy of every
         post created through REST.
         """
         self.strict = strict
+        self.ssl_context = ssl_context
         self.resume_window = resume_window
         self.dead_queue_size = dead_queue_size
         self.post_received = post_received
@@ -286,7 +291,8 @@ class FakeMattermost:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+        scheme = "https" if self.ssl_context else "http"
+        return f"{scheme}://127.0.0.1:{self._port}"
 
     def start(self) -> str:
         """Start listening (on the previous port if restarted); returns the base URL."""
@@ -340,7 +346,9 @@ class FakeMattermost:
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", self._port, reuse_address=True)
+        site = web.TCPSite(
+            runner, "127.0.0.1", self._port, reuse_address=True, ssl_context=self.ssl_context
+        )
         try:
             await site.start()
         except BaseException:

@@ -26,6 +26,7 @@ def test_first_hello_asks_for_catch_up_and_sets_position():
     stream, events, resyncs = make_stream()
     stream._receive(frame("hello", 0, connection_id="c1"))
     assert resyncs == ["start"]
+    assert [e["event"] for e in events] == ["hello"]
     assert (stream.position.connection_id, stream.position.next_seq) == ("c1", 1)
 
 

@@ -5,7 +5,7 @@ Data path (see docs/architecture.md)::
     websocket thread ──events──> inbox queue ──> dispatcher thread ──> Errbot (worker pool)
          (EventStream)                         (ledger claim, backfill)        │
                                                                               replies
-    Mattermost REST <── outbox workers (ordered per command, retried) <────────┘
+    Mattermost REST <── outbox workers (ordered per channel, retried) <────────┘
 
 The websocket thread only parses and sequences frames; the single dispatcher thread decides
 what each post is (own post, bot, stale, command) and claims it in the ledger before Errbot
@@ -30,9 +30,7 @@ from errbot.backends.base import (
     Card,
     Identifier,
     Message,
-    Person,
     Reaction,
-    Room,
     RoomOccupant,
     Stream,
 )
@@ -455,17 +453,18 @@ class MattermostBackend(ErrBot):
 
     def send_message(self, msg: Message) -> None:
         super().send_message(msg)
-        self.post(msg.to, msg.body, **self._reply_context(msg))
+        channel_id = self.channel_id_for(msg.to)
+        self.post(channel_id, msg.body, root_id=self._reply_root(msg, channel_id))
 
-    def _reply_context(self, msg: Message) -> dict[str, str]:
-        """Thread root and ordering key for a message Errbot sends in reply to another."""
+    def _reply_root(self, msg: Message, channel_id: str) -> str:
+        """Thread root for a message Errbot sends: its own, or, when it answers a message in
+        the same channel, that message's thread."""
         root = (msg.extras or {}).get("root_id")
         parent = msg.parent
         if root is None and parent is not None and parent.extras:
-            same_place = not isinstance(msg.to, Person) or not isinstance(parent.to, Room)
-            root = self._thread_root(parent) if same_place else ""
-        key = parent.extras.get("post_id", "") if parent is not None and parent.extras else ""
-        return {"root_id": root or "", "order_key": key}
+            same_channel = parent.extras.get("channel_id") == channel_id
+            root = self._thread_root(parent) if same_channel else ""
+        return root or ""
 
     def post(
         self,
@@ -479,7 +478,8 @@ class MattermostBackend(ErrBot):
     ) -> list[Future]:
         """Send a post (split when longer than Mattermost allows); one future per part.
 
-        Parts of one post, and posts with the same ``order_key``, are delivered in order.
+        Posts with the same ``order_key`` (by default: the same channel) are delivered in
+        the order they were sent, as people reading the channel expect.
         """
         channel_id = self.channel_id_for(to)
         key = order_key or channel_id
@@ -583,12 +583,12 @@ class MattermostBackend(ErrBot):
                 for title, value in (card.fields or ())
             ],
         }
-        context = self._reply_context(card)
+        channel_id = self.channel_id_for(card.to)
         self.post(
-            card.to,
+            channel_id,
             card.summary or "",
             props={"attachments": [attachment]},
-            **context,
+            root_id=self._reply_root(card, channel_id),
         )
 
     def channel_id_for(self, to: Identifier | str) -> str:

@@ -1,8 +1,8 @@
 """Outgoing REST calls: ordered per key, parallel across keys, retried until delivered.
 
 Every post, edit, reaction and upload goes through the :class:`Outbox`. Work items that share
-an *order key* (the replies to one command, the edits of one post) run one after another in
-submission order; items with different keys run in parallel on a bounded pool of workers.
+an *order key* (by default the channel) run one after another in submission order; items with
+different keys run in parallel on a bounded pool of workers.
 
 Delivery rules, so that nothing is dropped:
 

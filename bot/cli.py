@@ -38,6 +38,7 @@ def _terminate_on_sigterm() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from errbot.bootstrap import setup_bot
+    from errbot.logs import console_hdlr
 
     settings = get_settings()
     config_path = Path(args.config)
@@ -51,8 +52,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load_config_module(config_path.resolve())
     settings.opsroom_data_dir.mkdir(parents=True, exist_ok=True)
     _terminate_on_sigterm()
+    # Errbot attaches its console handler during setup; redact through it from the start.
+    redaction.install(settings.secrets, extra_handlers=[console_hdlr])
     bot = setup_bot(config.BACKEND, logging.getLogger(), config)
-    redaction.install(settings.secrets)
+    redaction.install(settings.secrets)  # handlers added by setup (the log file)
     log.info("Opsroom starting on the %s backend", config.BACKEND)
     bot.serve_forever()
     return int(getattr(bot, "exit_code", 0))

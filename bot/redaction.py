@@ -36,10 +36,17 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def install(secrets: Iterable[str], logger: logging.Logger | None = None) -> RedactingFilter:
-    """Attach one redacting filter to every handler of ``logger`` (default: the root logger)."""
+def install(
+    secrets: Iterable[str],
+    logger: logging.Logger | None = None,
+    extra_handlers: Iterable[logging.Handler] = (),
+) -> RedactingFilter:
+    """Attach a redacting filter to every handler of ``logger`` (default: the root logger)
+    and to ``extra_handlers`` (handlers not attached yet). Safe to call again: a handler
+    that already redacts is left alone."""
     target = logger or logging.getLogger()
     flt = RedactingFilter(secrets)
-    for handler in target.handlers:
-        handler.addFilter(flt)
+    for handler in [*target.handlers, *extra_handlers]:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(flt)
     return flt

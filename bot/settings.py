@@ -121,6 +121,14 @@ class Settings(BaseSettings):
             raise ValueError("must be greater than zero")
         return value
 
+    @field_validator("opsroom_backfill_window")
+    @classmethod
+    def _within_ledger_retention(cls, value: timedelta) -> timedelta:
+        # Handled post ids are kept 7 days; catching up further back could run a command twice.
+        if value > timedelta(days=7):
+            raise ValueError("must be at most 7d (handled commands are remembered for 7 days)")
+        return value
+
     @model_validator(mode="after")
     def _token_when_connected(self) -> Settings:
         if self.mattermost_url is None:

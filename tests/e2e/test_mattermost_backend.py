@@ -357,3 +357,14 @@ def test_dead_connection_is_detected_by_ping_and_replaced(fake_mm, world, bot):
     (answer,) = wait_reply(fake_mm, world, timeout=15)
     assert answer["message"] == "alive again"
     assert fake_mm.websocket_connections > connects
+
+
+def test_token_never_reaches_the_log_even_at_debug(fake_mm, world, make_bot):
+    bot = make_bot(OPSROOM_LOG_LEVEL="DEBUG")
+    fake_mm.post_as(world.alice, world.ops, "!echo debug")
+    wait_reply(fake_mm, world)
+    fake_mm.drop_websockets()
+    bot.wait_for_log("websocket session resumed")
+    log = bot.log()
+    assert "Authorization: Bearer [REDACTED]" in log  # the header was logged, scrubbed
+    assert world.token not in log

@@ -74,6 +74,7 @@ def test_env_file_is_read_and_environment_wins(monkeypatch, tmp_path):
         ("MATTERMOST_URL", "not a url", "MATTERMOST_URL"),
         ("OPSROOM_POST_WORKERS", "0", "OPSROOM_POST_WORKERS"),
         ("OPSROOM_PREFIX", "! ", "OPSROOM_PREFIX"),
+        ("OPSROOM_BACKFILL_WINDOW", "8d", "at most 7d"),
     ],
 )
 def test_bad_values_name_the_key(monkeypatch, key, value, expected):

@@ -290,12 +290,14 @@ class MattermostBackend(ErrBot):
                 mentions = decode_json_field(data.get("mentions")) or []
                 self._handle_post(post, source="live", mentions=mentions)
         elif kind == "reaction_added":
-            self._handle_reaction(decode_json_field(data.get("reaction")))
+            reaction = decode_json_field(data.get("reaction"))
+            self._handle_reaction(reaction, broadcast.get("channel_id", ""))
         elif kind == "user_added":
             self._member_changed(broadcast.get("channel_id", ""), data.get("user_id", ""), True)
         elif kind == "user_removed":
             channel_id = data.get("channel_id") or broadcast.get("channel_id", "")
-            self._member_changed(channel_id, data.get("user_id", ""), False)
+            remover = data.get("remover_id", "")
+            self._member_changed(channel_id, data.get("user_id", ""), False, remover)
         elif kind in ("added_to_team", "leave_team") and data.get("user_id") == self.rest.user_id:
             self.directory.refresh_teams()
         elif kind == "post_edited":
@@ -367,7 +369,7 @@ class MattermostBackend(ErrBot):
             },
         )
 
-    def _handle_reaction(self, reaction: Any) -> None:
+    def _handle_reaction(self, reaction: Any, channel_id: str) -> None:
         if not isinstance(reaction, dict) or reaction.get("user_id") == self.rest.user_id:
             return
         self.callback_reaction(
@@ -376,11 +378,13 @@ class MattermostBackend(ErrBot):
                 action="added",
                 timestamp=str(reaction.get("create_at", "")),
                 reaction_name=reaction.get("emoji_name", ""),
-                reacted_to={"id": reaction.get("post_id", "")},
+                reacted_to={"id": reaction.get("post_id", ""), "channel_id": channel_id},
             )
         )
 
-    def _member_changed(self, channel_id: str, user_id: str, joined: bool) -> None:
+    def _member_changed(
+        self, channel_id: str, user_id: str, joined: bool, remover_id: str = ""
+    ) -> None:
         if not channel_id:
             return
         if user_id == self.rest.user_id:
@@ -390,7 +394,8 @@ class MattermostBackend(ErrBot):
         if joined:
             self.callback_room_joined(room, who)
         else:
-            self.callback_room_left(room, who)
+            remover = MattermostPerson(self.directory, remover_id) if remover_id else None
+            self.callback_room_left(room, who, remover)
 
     def _backfill(self, reason: str) -> None:
         """Fetch over REST what the websocket did not deliver, and handle it once.
@@ -623,11 +628,11 @@ class MattermostBackend(ErrBot):
         )
 
     def query_room(self, room: str) -> MattermostRoom:
-        identifier = self.build_identifier(
-            room if room.startswith("~") or "/" in room else f"~{room}"
-        )
-        assert isinstance(identifier, MattermostRoom)
-        return identifier
+        """A channel by id, ``~name``, ``name``, ``team/name`` or ``~team/name``."""
+        room = room.strip()
+        if looks_like_id(room):
+            return MattermostRoom(self.directory, self.directory.channel(room)["id"])
+        return MattermostRoom(self.directory, self.directory.channel_by_name(room)["id"])
 
     def rooms(self) -> list[MattermostRoom]:
         return [

@@ -368,3 +368,24 @@ def test_token_never_reaches_the_log_even_at_debug(fake_mm, world, make_bot):
     log = bot.log()
     assert "Authorization: Bearer [REDACTED]" in log  # the header was logged, scrubbed
     assert world.token not in log
+
+
+def test_membership_reactions_and_mentions_reach_plugins(fake_mm, world, bot):
+    carol = fake_mm.add_user("carol")
+    fake_mm.add_to_team(world.alpha, carol)
+    fake_mm.add_member(world.ops, carol, notify=True)
+    assert wait_reply(fake_mm, world)[-1]["message"] == "welcome @carol to ~alpha/ops"
+    fake_mm.remove_member(world.ops, carol, remover=world.admin)
+    assert wait_reply(fake_mm, world, 2)[-1]["message"] == "@carol left, removed by @admin"
+    post = fake_mm.post_as(world.alice, world.ops, "nice work")
+    fake_mm.react_as(world.bob, post["id"], "tada")
+    assert wait_reply(fake_mm, world, 3)[-1]["message"] == "@bob reacted :tada:"
+    fake_mm.post_as(world.alice, world.ops, "thanks @bob")
+    assert wait_reply(fake_mm, world, 4)[-1]["message"] == "mentioned @bob"
+    # the bot joining a channel is announced there too
+    new = fake_mm.add_channel(world.alpha, "incident-42")
+    fake_mm.add_member(new, world.alice)
+    fake_mm.add_member(new, world.bot, notify=True)
+    welcome = wait_reply(fake_mm, world, 5)[-1]
+    assert welcome["channel_id"] == new["id"]
+    assert welcome["message"] == "welcome @opsbot to ~alpha/incident-42"

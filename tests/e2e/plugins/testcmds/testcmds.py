@@ -84,3 +84,20 @@ class TestCommands(BotPlugin):
     def whois(self, msg, args):
         """Show the sender's identity as the backend sees it."""
         return f"{msg.frm.person} {msg.frm.aclattr}"
+
+    def callback_room_joined(self, room, identifier, invited_by):
+        self.send(room, f"welcome {identifier.person} to {room}")
+
+    def callback_room_left(self, room, identifier, kicked_by):
+        if identifier != self._bot.bot_identifier:
+            self.send(room, f"{identifier.person} left, removed by {kicked_by.person}")
+
+    def callback_reaction(self, reaction):
+        channel = self._bot.query_room(reaction.reacted_to["channel_id"])
+        self.send(channel, f"{reaction.reactor.person} reacted :{reaction.reaction_name}:")
+
+    def callback_mention(self, msg, people):
+        if msg.body.startswith("!"):
+            return  # commands mentioning people are answered by the command
+        names = " ".join(sorted(p.person for p in people))
+        self.send(msg.to if msg.is_group else msg.frm, f"mentioned {names}")

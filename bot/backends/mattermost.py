@@ -88,7 +88,10 @@ class MattermostBackend(ErrBot):
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._auth_suspect = threading.Event()
-        self._connected = False
+        # True while connected and caught up: only then may "last seen" move forward, or a
+        # later catch-up would start after posts it never saw.
+        self._in_sync = False
+        self._last_beat = 0.0
         self._dispatcher = threading.Thread(
             target=self._dispatch_forever, name="mattermost-dispatcher", daemon=True
         )
@@ -102,7 +105,9 @@ class MattermostBackend(ErrBot):
         try:
             if not self._login():
                 return
-            self._prepare()
+            self.outbox = Outbox(
+                workers=self.settings.opsroom_post_workers, on_unauthorized=self._suspect_token
+            )
             self.connect_callback()
             self._dispatcher.start()
             self.stream = self._make_stream()
@@ -114,11 +119,13 @@ class MattermostBackend(ErrBot):
             self._shutdown_cleanly()
 
     def _login(self) -> bool:
-        """Check the token, retrying while the server is unreachable. False: give up."""
+        """Check the token and learn who and where the bot is, retrying while the server is
+        unreachable or failing. False: the token was rejected or a stop was requested."""
         backoff = Backoff(base=1.0, cap=self.settings.opsroom_reconnect_max_delay.total_seconds())
         while not self._stop.is_set():
             try:
-                me = self.rest.login()
+                self._learn_identity()
+                return True
             except requests.RequestException as exc:
                 if status_of(exc) == 401:
                     self._fatal_unauthorized()
@@ -126,14 +133,11 @@ class MattermostBackend(ErrBot):
                 delay = backoff.next_delay()
                 log.warning("Mattermost not reachable (%s); retrying in %.1fs", exc, delay)
                 self._stop.wait(delay)
-                continue
-            log.info("logged in to Mattermost as @%s (%s)", me["username"], me["id"])
-            self.directory.remember_user(me)
-            return True
         return False
 
-    def _prepare(self) -> None:
-        me = self.directory.user(self.rest.user_id)
+    def _learn_identity(self) -> None:
+        me = self.directory.remember_user(self.rest.login())
+        log.info("logged in to Mattermost as @%s (%s)", me["username"], me["id"])
         self.bot_identifier = MattermostPerson(self.directory, me["id"], me["username"])
         self.policy = InboundPolicy(
             bot_user_id=me["id"],
@@ -152,9 +156,6 @@ class MattermostBackend(ErrBot):
             log.error("OPSROOM_ADMINS: unknown users %s", ", ".join(unknown))
         # Errbot compares BOT_ADMINS with ``aclattr``: the immutable user id.
         self.bot_config.BOT_ADMINS = tuple(admins)
-        self.outbox = Outbox(
-            workers=self.settings.opsroom_post_workers, on_unauthorized=self._suspect_token
-        )
 
     def _make_stream(self) -> EventStream:
         options = self.settings.driver_options()
@@ -214,12 +215,12 @@ class MattermostBackend(ErrBot):
         self._wake.set()
 
     def _connection_changed(self, up: bool) -> None:
-        self._connected = up
-        if up:
-            heartbeat.beat(self.data_dir)
+        if not up:
+            self._in_sync = False
 
     def _shutdown_cleanly(self) -> None:
         """Stop taking commands, let running ones finish and their replies go out."""
+        self._beat()
         if self.stream:
             self.stream.stop()
         if self._dispatcher.is_alive():
@@ -230,7 +231,6 @@ class MattermostBackend(ErrBot):
             self.disconnect_callback()
         if self.outbox:
             self.outbox.close(timeout=15)
-        self.ledger.set_state("last_seen_ms", str(int(time.time() * 1000)))
         self.ledger.close()
         heartbeat.clear(self.data_dir)
         if self.plugin_manager:
@@ -267,14 +267,12 @@ class MattermostBackend(ErrBot):
                 log.exception("failed to handle %s", kind)
             self._beat_if_due(interval)
 
-    _last_beat = 0.0
-
     def _beat_if_due(self, interval: float) -> None:
         if time.monotonic() - self._last_beat >= interval:
             self._beat()
 
     def _beat(self) -> None:
-        if not self._connected:
+        if not self._in_sync:
             return
         self._last_beat = time.monotonic()
         heartbeat.beat(self.data_dir)
@@ -284,7 +282,11 @@ class MattermostBackend(ErrBot):
         kind = event.get("event")
         data = event.get("data") or {}
         broadcast = event.get("broadcast") or {}
-        if kind == "posted":
+        if kind == "hello":
+            # Comes after the replay or the catch-up that this connection needed.
+            self._in_sync = True
+            self._beat()
+        elif kind == "posted":
             post = decode_json_field(data.get("post"))
             if isinstance(post, dict):
                 mentions = decode_json_field(data.get("mentions")) or []
@@ -401,20 +403,27 @@ class MattermostBackend(ErrBot):
         """Fetch over REST what the websocket did not deliver, and handle it once.
 
         Each channel is read from its own watermark (newest post handled there) or, for a
-        channel with no handled post yet, from the last time the bot was known connected,
-        never further back than ``OPSROOM_BACKFILL_WINDOW``. On the very first start there
+        channel with no handled post yet, from shortly before the bot was last known
+        connected and caught up, never further back than ``OPSROOM_BACKFILL_WINDOW``.
+        Reading a little too much is harmless: the ledger claim drops what was handled. On the very first start there
         is nothing to catch up with and old history is left alone.
         """
         now_ms = int(time.time() * 1000)
         floor = now_ms - int(self.settings.opsroom_backfill_window.total_seconds() * 1000)
         last_seen = self.ledger.get_state("last_seen_ms")
+        ping_ms = self.settings.opsroom_ws_ping_interval.total_seconds() * 1000
         found = 0
         for channel in self.directory.my_channels():
             if not self.directory.serves_team(channel.get("team_id", "")):
                 continue
             mark = self.ledger.watermark(channel["id"])
-            since = mark if mark is not None else (int(last_seen) if last_seen else None)
-            if since is None:
+            if mark is not None:
+                since = mark
+            elif last_seen:
+                # Events received just before "last seen" may not have been handled yet;
+                # "last seen" is written every ping interval, so two intervals cover them.
+                since = int(last_seen) - 2 * int(ping_ms)
+            else:
                 continue
             since = max(since, floor)
             if channel.get("last_post_at", now_ms) < since:

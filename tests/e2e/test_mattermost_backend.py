@@ -389,3 +389,28 @@ def test_membership_reactions_and_mentions_reach_plugins(fake_mm, world, bot):
     welcome = wait_reply(fake_mm, world, 5)[-1]
     assert welcome["channel_id"] == new["id"]
     assert welcome["message"] == "welcome @opsbot to ~alpha/incident-42"
+
+
+def test_failing_server_at_start_is_retried(fake_mm, world, make_bot):
+    fake_mm.fail_next("GET", r"/api/v4/users/me/teams$", 503, count=2)
+    bot = make_bot(wait=False)
+    bot.wait_for_log("caught up after start", timeout=30)
+    assert bot.log().count("Mattermost not reachable") == 2
+    fake_mm.post_as(world.alice, world.ops, "!echo started")
+    assert wait_reply(fake_mm, world)[-1]["message"] == "started"
+
+
+def test_outage_then_restart_catches_up_quiet_channels(fake_mm, world, make_bot):
+    # infra never had a post: no watermark, so catch-up relies on "last seen", which must
+    # not move while the bot is disconnected, even when it is stopped during the outage.
+    first = make_bot()
+    fake_mm.stop()
+    first.wait_for_log("websocket connection lost")
+    fake_mm.post_as(world.alice, world.infra, "!echo during outage")
+    time.sleep(5)  # longer than the catch-up margin (2 ping intervals = 4 s here)
+    assert first.stop() == 0
+    fake_mm.start()
+    make_bot()
+    (answer,) = wait_reply(fake_mm, world)
+    assert answer["message"] == "during outage"
+    assert answer["channel_id"] == world.infra["id"]

@@ -405,8 +405,8 @@ class MattermostBackend(ErrBot):
         Each channel is read from its own watermark (newest post handled there) or, for a
         channel with no handled post yet, from shortly before the bot was last known
         connected and caught up, never further back than ``OPSROOM_BACKFILL_WINDOW``.
-        Reading a little too much is harmless: the ledger claim drops what was handled. On the very first start there
-        is nothing to catch up with and old history is left alone.
+        Reading a little too much is harmless: the ledger claim drops what was handled.
+        On the very first start there is nothing to catch up with; old history is left alone.
         """
         now_ms = int(time.time() * 1000)
         floor = now_ms - int(self.settings.opsroom_backfill_window.total_seconds() * 1000)

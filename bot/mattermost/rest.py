@@ -58,6 +58,13 @@ class PooledClient(Client):
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
+            # Proxy, CA-bundle and netrc settings from the environment are resolved once
+            # here instead of on every request (a scan of os.environ and the file system
+            # that cost more than the request itself on loopback).
+            settings = session.merge_environment_settings(self.url, {}, None, self._verify, None)
+            session.trust_env = False
+            session.proxies.update(settings["proxies"])
+            session.verify = settings["verify"]
             self._local.session = session
         return session
 
@@ -82,7 +89,6 @@ class PooledClient(Client):
             params=params,
             data=data,
             files=files,
-            verify=self._verify,
             timeout=self.request_timeout,
         )
         if response.status_code >= 400:

@@ -19,7 +19,6 @@ import queue
 import ssl
 import threading
 import time
-import uuid
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -55,16 +54,13 @@ from bot.mattermost.inbound import (
 )
 from bot.mattermost.ledger import Ledger
 from bot.mattermost.outbox import Outbox
+from bot.mattermost.poster import Poster, attachment
 from bot.mattermost.rest import MattermostREST, status_of
-from bot.mattermost.splitting import split_message
 from bot.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 EXIT_UNAUTHORIZED = 3
-POST_LIMIT = 16383
-# Card colours by Errbot's colour names; anything else is passed through (e.g. "#ff8800").
-COLOURS = {"red": "#d24b4e", "green": "#3db887", "yellow": "#ffbc1f", "blue": "#1c58d9"}
 _STOP = object()
 
 
@@ -81,6 +77,7 @@ class MattermostBackend(ErrBot):
         bind_directory(self.directory)
         self.ledger = Ledger(self.data_dir / "mattermost-ledger.sqlite3")
         self.outbox: Outbox | None = None
+        self._poster: Poster | None = None
         self.stream: EventStream | None = None
         self.policy: InboundPolicy | None = None
         self.bot_identifier: MattermostPerson | None = None
@@ -108,6 +105,7 @@ class MattermostBackend(ErrBot):
             self.outbox = Outbox(
                 workers=self.settings.opsroom_post_workers, on_unauthorized=self._suspect_token
             )
+            self._poster = Poster(self.rest, self.outbox)
             self.connect_callback()
             self._dispatcher.start()
             self.stream = self._make_stream()
@@ -480,84 +478,21 @@ class MattermostBackend(ErrBot):
             root = self._thread_root(parent) if same_channel else ""
         return root or ""
 
-    def post(
-        self,
-        to: Identifier | str,
-        text: str,
-        *,
-        root_id: str = "",
-        props: dict[str, Any] | None = None,
-        file_ids: list[str] | None = None,
-        order_key: str = "",
-    ) -> list[Future]:
-        """Send a post (split when longer than Mattermost allows); one future per part.
-
-        Posts with the same ``order_key`` (by default: the same channel) are delivered in
-        the order they were sent, as people reading the channel expect.
-        """
-        channel_id = self.channel_id_for(to)
-        key = order_key or channel_id
-        futures = []
-        parts = split_message(text, POST_LIMIT) if text else [""]
-        for index, part in enumerate(parts):
-            body: dict[str, Any] = {
-                "channel_id": channel_id,
-                "message": part,
-                "root_id": root_id,
-                # Mattermost de-duplicates on this id, so a retried POST cannot post twice.
-                "pending_post_id": f"{self.rest.user_id}:{uuid.uuid4().hex}",
-            }
-            if props and index == len(parts) - 1:
-                body["props"] = props
-            if file_ids and index == len(parts) - 1:
-                body["file_ids"] = file_ids
-            futures.append(self._submit(key, lambda body=body: self.rest.create_post(body), "post"))
-        return futures
-
-    def _submit(self, key: str, job: Any, what: str) -> Future:
-        if self.outbox is None:
+    @property
+    def poster(self) -> Poster:
+        """The posting API (posts, edits, reactions, uploads); exists once connected."""
+        if self._poster is None:
             raise RuntimeError("the Mattermost backend is not connected yet")
-        return self.outbox.submit(key, job, what)
+        return self._poster
 
-    def edit_post(self, post_id: str, text: str, order_key: str | None = None) -> Future:
-        """Replace a post's text (live progress); ordered after the post's creation when
-        given the same ``order_key``."""
-        body = {"message": split_message(text, POST_LIMIT)[0]}
-        return self._submit(
-            order_key or post_id, lambda: self.rest.patch_post(post_id, body), "edit"
-        )
+    def post(self, to: Identifier | str, text: str, **options: Any) -> list[Future]:
+        """Post to a room, a person (their direct channel) or a channel id; see
+        :meth:`Poster.post` for the options."""
+        return self.poster.post(self.channel_id_for(to), text, **options)
 
-    def add_reaction(self, post_id: str, emoji_name: str, order_key: str | None = None) -> Future:
-        return self._submit(
-            order_key or post_id,
-            lambda: self.rest.add_reaction(post_id, emoji_name.strip(":")),
-            "reaction",
-        )
-
-    def upload(
-        self,
-        to: Identifier | str,
-        filename: str,
-        content: bytes,
-        message: str = "",
-        root_id: str = "",
-        order_key: str = "",
-    ) -> Future:
-        """Post a file (e.g. long command output) with an optional message."""
-        channel_id = self.channel_id_for(to)
-
-        def job() -> dict[str, Any]:
-            info = self.rest.upload_file(channel_id, filename, content)
-            body = {
-                "channel_id": channel_id,
-                "message": split_message(message, POST_LIMIT)[0],
-                "root_id": root_id,
-                "file_ids": [info["id"]],
-                "pending_post_id": f"{self.rest.user_id}:{uuid.uuid4().hex}",
-            }
-            return self.rest.create_post(body)
-
-        return self._submit(order_key or channel_id, job, f"upload {filename}")
+    def upload(self, to: Identifier | str, filename: str, content: bytes, **options: Any) -> Future:
+        """Post a file to a room, a person or a channel id; see :meth:`Poster.upload`."""
+        return self.poster.upload(self.channel_id_for(to), filename, content, **options)
 
     def send_stream_request(
         self,
@@ -584,24 +519,21 @@ class MattermostBackend(ErrBot):
 
     def send_card(self, card: Card) -> None:
         """Errbot cards as Mattermost message attachments (colour, title, fields, image)."""
-        attachment: dict[str, Any] = {
-            "fallback": card.summary or card.title or card.body[:200],
-            "color": COLOURS.get(card.color or "", card.color or ""),
-            "title": card.title or "",
-            "title_link": card.link or "",
-            "text": card.body or "",
-            "image_url": card.image or "",
-            "thumb_url": card.thumbnail or "",
-            "fields": [
-                {"title": str(title), "value": str(value), "short": len(str(value)) < 40}
-                for title, value in (card.fields or ())
-            ],
-        }
         channel_id = self.channel_id_for(card.to)
+        card_attachment = attachment(
+            title=card.title or "",
+            text=card.body or "",
+            color=card.color or "",
+            link=card.link or "",
+            image=card.image or "",
+            thumbnail=card.thumbnail or "",
+            fields=card.fields or (),
+            fallback=card.summary or "",
+        )
         self.post(
             channel_id,
             card.summary or "",
-            props={"attachments": [attachment]},
+            props={"attachments": [card_attachment]},
             root_id=self._reply_root(card, channel_id),
         )
 

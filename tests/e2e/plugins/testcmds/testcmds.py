@@ -52,12 +52,10 @@ class TestCommands(BotPlugin):
     def progress(self, msg, args):
         """Post a message, edit it, and react to the command."""
         backend = self._bot
-        futures = backend.post(
-            msg.to if msg.is_group else msg.frm, "step 1/2", order_key=msg.extras["post_id"]
-        )
+        futures = backend.post(msg.to if msg.is_group else msg.frm, "step 1/2")
         post = futures[-1].result(timeout=10)
-        backend.edit_post(post["id"], "step 2/2 done", order_key=msg.extras["post_id"]).result(10)
-        backend.add_reaction(msg.extras["post_id"], "white_check_mark").result(10)
+        backend.poster.edit(post["id"], "step 2/2 done").result(10)
+        backend.poster.react(msg.extras["post_id"], "white_check_mark").result(10)
 
     @botcmd
     def sendto(self, msg, args):

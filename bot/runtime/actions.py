@@ -1,0 +1,231 @@
+"""Actions: declared once, with typed parameters, a risk level and a target.
+
+An action is a plugin method decorated with :func:`action`. Its signature is the contract:
+every parameter after ``ctx`` is typed, and the type (any pydantic-validatable type:
+``int``, ``Literal[...]``, ``Annotated[str, StringConstraints(pattern=...)]``, enums...)
+validates what comes from chat or from an alert rule. A value that does not validate is
+refused with a message naming the parameter, before anything runs.
+
+Chat arguments are split like a shell would split them (``shlex``, never executed), then
+bound positionally or as ``name=value``. A parameter may also be introduced by a word,
+declared with :class:`Arg`: ``env: Annotated[str, Arg(after="to")]`` lets
+``!deploy api 1.4.2 to staging`` bind ``staging`` to ``env``.
+
+Example::
+
+    class Deploys(BotPlugin):
+        @action(risk=Risk.CHANGE, target="env", timeout=1800)
+        def deploy(self, ctx, app: App, version: Version, env: Annotated[Env, Arg(after="to")]):
+            \"\"\"Deploy an application version to an environment.\"\"\"
+            ...
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import json
+import shlex
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from bot.runtime.policy import Risk
+
+ACTION_ATTRIBUTE = "_opsroom_action"
+MAX_ARGUMENT_LENGTH = 512
+
+
+class ActionArgumentError(ValueError):
+    """Chat arguments that do not fit the action; the message is shown to the user."""
+
+
+@dataclass(frozen=True)
+class Arg:
+    """Extra information for a parameter, given with ``Annotated[type, Arg(...)]``."""
+
+    help: str = ""
+    after: str = ""  # a word that introduces this parameter in chat ("to", "on")
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    annotation: Any
+    required: bool
+    default: Any
+    arg: Arg
+
+    @functools.cached_property
+    def adapter(self) -> TypeAdapter:
+        return TypeAdapter(self.annotation)
+
+    def validate(self, value: Any) -> Any:
+        if isinstance(value, str) and len(value) > MAX_ARGUMENT_LENGTH:
+            raise ActionArgumentError(f"{self.name}: longer than {MAX_ARGUMENT_LENGTH} characters")
+        try:
+            return self.adapter.validate_python(value)
+        except ValidationError as exc:
+            message = "; ".join(error["msg"] for error in exc.errors())
+            raise ActionArgumentError(f"{self.name}: {message} (got {value!r})") from None
+
+    def describe(self) -> str:
+        shown = f"<{self.name}>"
+        if self.arg.after:
+            shown = f"{self.arg.after} {shown}"
+        return shown if self.required else f"[{shown}]"
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """Everything the runtime needs to know about one action."""
+
+    name: str
+    func: Callable[..., Any]
+    params: tuple[Param, ...]
+    risk: Risk
+    target: str | None  # name of the parameter holding the environment or target
+    timeout: float
+    confirm: bool | None  # None: confirm change actions on protected environments
+    approval: bool | None  # None: dangerous actions need a second person's approval
+    lock: str  # "queue" or "refuse" a second run on a busy target
+    summary: str
+
+    # --- arguments -------------------------------------------------------------------------
+    def usage(self, prefix: str = "!") -> str:
+        words = " ".join(param.describe() for param in self.params)
+        return f"{prefix}{self.name.replace('.', ' ')} {words}".rstrip()
+
+    def parse(self, text: str) -> dict[str, Any]:
+        """Bind chat text to parameters and validate them. Raises ActionArgumentError."""
+        try:
+            tokens = shlex.split(text, posix=True)
+        except ValueError as exc:
+            raise ActionArgumentError(f"cannot read the arguments: {exc}") from None
+        by_word = {param.arg.after: param for param in self.params if param.arg.after}
+        by_name = {param.name: param for param in self.params}
+        raw: dict[str, Any] = {}
+        positional = [param for param in self.params if not param.arg.after]
+        index = 0
+        while index < len(tokens):
+            token = tokens[index]
+            name, eq, value = token.partition("=")
+            if eq and name in by_name:
+                self._bind(raw, by_name[name], value)
+            elif token in by_word and index + 1 < len(tokens):
+                index += 1
+                self._bind(raw, by_word[token], tokens[index])
+            else:
+                free = [param for param in positional if param.name not in raw]
+                if not free:
+                    raise ActionArgumentError(f"unexpected argument {token!r}")
+                self._bind(raw, free[0], token)
+            index += 1
+        return self.validate(raw)
+
+    @staticmethod
+    def _bind(raw: dict[str, Any], param: Param, value: str) -> None:
+        if param.name in raw:
+            raise ActionArgumentError(f"{param.name} given twice")
+        raw[param.name] = value
+
+    def validate(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate already-bound values (from chat or an alert rule)."""
+        unknown = set(values) - {param.name for param in self.params}
+        if unknown:
+            raise ActionArgumentError(f"unknown parameter {', '.join(sorted(unknown))}")
+        result = {}
+        for param in self.params:
+            if param.name in values:
+                result[param.name] = param.validate(values[param.name])
+            elif param.required:
+                raise ActionArgumentError(f"missing {param.name}")
+            else:
+                result[param.name] = param.default
+        return result
+
+    def target_of(self, values: Mapping[str, Any]) -> str:
+        return str(values.get(self.target, "")) if self.target else ""
+
+    def digest(self, values: Mapping[str, Any]) -> str:
+        """A hash of the action and its exact arguments: what an approval is bound to."""
+        canonical = json.dumps(
+            {"action": self.name, "arguments": values}, sort_keys=True, default=str
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def action(
+    name: str | None = None,
+    *,
+    risk: Risk = Risk.READ,
+    target: str | None = None,
+    timeout: float = 600.0,
+    confirm: bool | None = None,
+    approval: bool | None = None,
+    lock: str = "queue",
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare a plugin method as an action; see the module docstring."""
+    if lock not in ("queue", "refuse"):
+        raise ValueError("lock must be 'queue' or 'refuse'")
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        spec = build_spec(
+            func, name or func.__name__, risk, target, timeout, confirm, approval, lock
+        )
+        setattr(func, ACTION_ATTRIBUTE, spec)
+        return func
+
+    return decorate
+
+
+def build_spec(
+    func: Callable[..., Any],
+    name: str,
+    risk: Risk,
+    target: str | None,
+    timeout: float,
+    confirm: bool | None,
+    approval: bool | None,
+    lock: str,
+) -> ActionSpec:
+    """Read the parameters of ``func(self, ctx, ...)`` into an ActionSpec."""
+    hints = typing.get_type_hints(func, include_extras=True)
+    signature = inspect.signature(func)
+    params = []
+    for param in list(signature.parameters.values())[2:]:  # skip self and ctx
+        if param.name not in hints:
+            raise TypeError(f"action {name}: parameter {param.name} needs a type annotation")
+        annotation = hints[param.name]
+        arg = next(
+            (extra for extra in getattr(annotation, "__metadata__", ()) if isinstance(extra, Arg)),
+            Arg(),
+        )
+        required = param.default is inspect.Parameter.empty
+        params.append(
+            Param(param.name, annotation, required, None if required else param.default, arg)
+        )
+    if target and target not in {param.name for param in params}:
+        raise TypeError(f"action {name}: target {target!r} is not one of its parameters")
+    summary = (inspect.getdoc(func) or "").split("\n", 1)[0]
+    return ActionSpec(
+        name=name,
+        func=func,
+        params=tuple(params),
+        risk=risk,
+        target=target,
+        timeout=timeout,
+        confirm=confirm,
+        approval=approval,
+        lock=lock,
+        summary=summary,
+    )
+
+
+def spec_of(func: Callable[..., Any]) -> ActionSpec | None:
+    """The ActionSpec of a decorated function or bound method, if it is an action."""
+    return getattr(getattr(func, "__func__", func), ACTION_ATTRIBUTE, None)

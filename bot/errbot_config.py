@@ -11,9 +11,10 @@ STORAGE_DIR = Path(__file__).resolve().parent / "storage"
 
 # Errbot's core plugins we load. Left out on purpose: Plugins (lets chat users install code
 # from git), Health (its admin ``!restart`` restarts the bot and shadows every command that
-# starts with "restart"), Backup, Flows, Webserver, VersionChecker (calls home), ChatRoom,
-# TextCmds. ACLs must stay: it is what enforces ``admin_only`` on commands.
-CORE_PLUGINS = ("ACLs", "Help", "Utils", "CommandNotFoundFilter")
+# starts with "restart"), Utils (its ``!whoami`` is ours; ``!echo`` is in plugins/opsroom),
+# Backup, Flows, Webserver, VersionChecker (calls home), ChatRoom, TextCmds. ACLs must stay:
+# it is what enforces ``admin_only`` on commands.
+CORE_PLUGINS = ("ACLs", "Help", "CommandNotFoundFilter")
 
 # Name of the local user on the terminal backend; it is the admin there.
 TEXT_USER = "@localuser"

@@ -1,4 +1,4 @@
-"""``!ping`` and ``!version``: is the bot alive, how far behind is it, what runs here."""
+"""``!echo``, ``!ping`` and ``!version``: is the bot alive, how far behind, what runs here."""
 
 from __future__ import annotations
 
@@ -10,6 +10,11 @@ from errbot import BotPlugin, botcmd
 
 class Opsroom(BotPlugin):
     """Liveness and version of this Opsroom instance."""
+
+    @botcmd
+    def echo(self, msg, args):
+        """Repeat the text given: a quick check of the round trip through the bot."""
+        return args or "(nothing to echo)"
 
     @botcmd
     def ping(self, msg, args):

@@ -7,6 +7,11 @@ from errbot import BotPlugin, botcmd
 
 
 class TestCommands(BotPlugin):
+    @botcmd(admin_only=True)
+    def adminonly(self, msg, args):
+        """An admin-only command."""
+        return "admin command ran"
+
     @botcmd
     def bigoutput(self, msg, args):
         """Reply with N numbered lines inside a code fence."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 from bot import redaction
+from bot.runtime.audit_cli import add_audit_commands
 from bot.settings import SettingsError, get_settings
 
 EXIT_CONFIG = 2
@@ -100,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check_config)
     health = sub.add_parser("healthcheck", help="exit 0 when the bot's heartbeat is fresh")
     health.set_defaults(func=cmd_healthcheck)
+    audit = sub.add_parser("audit", help="export or verify the audit log")
+    add_audit_commands(audit.add_subparsers(dest="audit_command", required=True))
     return parser
 
 

@@ -12,7 +12,8 @@ from types import ModuleType
 
 from bot import redaction
 from bot.runtime.audit_cli import add_audit_commands
-from bot.settings import SettingsError, get_settings
+from bot.runtime.policy import Policy, PolicyError
+from bot.settings import Settings, SettingsError, get_settings
 
 EXIT_CONFIG = 2
 log = logging.getLogger("opsroom")
@@ -50,6 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG
+    _check_policy(settings)
     config = _load_config_module(config_path.resolve())
     settings.opsroom_data_dir.mkdir(parents=True, exist_ok=True)
     _terminate_on_sigterm()
@@ -62,8 +64,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return int(getattr(bot, "exit_code", 0))
 
 
+def _check_policy(settings: Settings) -> None:
+    """Validate the policy file's shape now (names are resolved once connected)."""
+    if settings.opsroom_policy:
+        try:
+            Policy.load(settings.opsroom_policy)
+        except PolicyError as exc:
+            raise SettingsError(f"invalid policy:\n{exc}") from None
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = get_settings()
+    _check_policy(settings)
     where = str(settings.mattermost_url) if settings.mattermost_url else "terminal (text backend)"
     print(f"configuration OK: backend {settings.backend}, chat {where}")
     return 0

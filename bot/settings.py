@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     opsroom_reconnect_max_delay: Duration = Field(timedelta(seconds=60))
     opsroom_post_workers: int = Field(8, ge=1, le=64)
     opsroom_extra_plugin_dirs: StrList = Field(default_factory=list)
+    opsroom_policy: Path | None = Field(None, description="YAML policy: roles and grants")
+    opsroom_audit_channel: str | None = Field(None, description="e.g. ~ops-audit")
+    opsroom_job_workers: int = Field(16, ge=1, le=256)
 
     @field_validator("opsroom_log_level", mode="before")
     @classmethod

@@ -446,10 +446,10 @@ class MattermostBackend(ErrBot):
             reply.to = MattermostPerson(self.directory, person.userid, person.username)
             return reply
         reply.to = msg.frm.room if isinstance(msg.frm, RoomOccupant) else msg.frm
-        reply.extras["root_id"] = self._thread_root(msg, threaded)
+        reply.extras["root_id"] = self.thread_root(msg, threaded)
         return reply
 
-    def _thread_root(self, msg: Message, threaded: bool = False) -> str:
+    def thread_root(self, msg: Message, threaded: bool = False) -> str:
         """The thread to answer in: the command's thread root, or the command itself when a
         thread is wanted; Mattermost rejects a reply's id as ``root_id``."""
         extras = msg.extras or {}
@@ -475,7 +475,7 @@ class MattermostBackend(ErrBot):
         parent = msg.parent
         if root is None and parent is not None and parent.extras:
             same_channel = parent.extras.get("channel_id") == channel_id
-            root = self._thread_root(parent) if same_channel else ""
+            root = self.thread_root(parent) if same_channel else ""
         return root or ""
 
     @property

@@ -1,6 +1,7 @@
 """Actions: declared once, with typed parameters, a risk level and a target.
 
-An action is a plugin method decorated with :func:`action`. Its signature is the contract:
+An action is a plugin method decorated with ``bot.runtime.action`` (which calls
+:func:`declare` and makes the method an Errbot command). Its signature is the contract:
 every parameter after ``ctx`` is typed, and the type (any pydantic-validatable type:
 ``int``, ``Literal[...]``, ``Annotated[str, StringConstraints(pattern=...)]``, enums...)
 validates what comes from chat or from an alert rule. A value that does not validate is
@@ -159,7 +160,7 @@ class ActionSpec:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def action(
+def declare(
     name: str | None = None,
     *,
     risk: Risk = Risk.READ,
@@ -169,7 +170,8 @@ def action(
     approval: bool | None = None,
     lock: str = "queue",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Declare a plugin method as an action; see the module docstring."""
+    """Attach an ActionSpec to a function (``bot.runtime.action`` also makes it a chat
+    command; this is the chat-free part)."""
     if lock not in ("queue", "refuse"):
         raise ValueError("lock must be 'queue' or 'refuse'")
 

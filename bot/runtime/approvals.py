@@ -131,7 +131,7 @@ class ApprovalBook:
             if request.state is not State.PENDING:
                 raise ApprovalError(f"request {request.id} is already {request.state}")
             if self._clock() >= request.expires:
-                request.state = State.EXPIRED
+                # left pending: expire() marks it, so that it is recorded exactly once
                 raise ApprovalError(f"request {request.id} expired; ask again")
             own = who.user_id == request.requester.user_id
             if request.kind is Kind.CONFIRMATION and not own:

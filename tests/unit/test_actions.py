@@ -3,7 +3,8 @@ from typing import Annotated, Literal
 import pytest
 from pydantic import StringConstraints
 
-from bot.runtime.actions import ActionArgumentError, Arg, action, spec_of
+from bot.runtime.actions import ActionArgumentError, Arg, spec_of
+from bot.runtime.actions import declare as action
 from bot.runtime.policy import Risk
 
 Version = Annotated[str, StringConstraints(pattern=r"^\d+\.\d+\.\d+$")]

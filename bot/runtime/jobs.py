@@ -1,0 +1,548 @@
+"""Run actions as jobs: a bounded pool of threads apart from Errbot's command threads.
+
+A job is a function run with a :class:`JobContext`. It can report progress, is listed and
+cancelled by id, has a timeout, and holds a per-target lock so that two jobs never act on
+the same host or service at once.
+
+Cancellation is cooperative. Python cannot stop a thread, so cancelling (by a person, by
+the timeout watchdog or by shutdown) does three things: it decides the job's final status
+at once, runs the callbacks the job registered with :meth:`JobContext.on_cancel` (a
+connector closes its SSH channel or stops the remote command there, which also unblocks a
+thread waiting on it), and makes :meth:`JobContext.check` and :meth:`JobContext.wait` raise
+:class:`JobCancelled`. The job's function must therefore call ``ctx.check()`` or
+``ctx.wait()`` between steps. Its worker thread, and its target, are released only when
+the function returns or raises, so the next job on that target never overlaps with a
+remote command that is still running.
+
+Example::
+
+    executor = JobExecutor()
+
+    def restart(ctx: JobContext) -> str:
+        for host in ("web1", "web2"):
+            ctx.check()
+            ctx.progress(f"restarting {host}")
+            ctx.wait(2)
+        return "restarted"
+
+    job = executor.submit(restart, name="restart web", target="web", timeout=60)
+    job.wait(10)  # -> JobStatus.SUCCEEDED
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_WORKERS = 16
+DEFAULT_PROGRESS_INTERVAL = 1.0
+DEFAULT_HISTORY = 1000
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed out"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+class JobError(Exception):
+    """Base of the errors the executor raises to its callers."""
+
+
+class TargetBusy(JobError):
+    """A job was submitted with ``lock_policy="refuse"`` for a target that is in use."""
+
+    def __init__(self, target: str, running_job_id: str) -> None:
+        super().__init__(
+            f"{target} is busy: job {running_job_id} is working on it; "
+            f"wait for it to finish or cancel it"
+        )
+        self.target = target
+        self.running_job_id = running_job_id
+
+
+class ExecutorClosed(JobError):
+    """A job was submitted after :meth:`JobExecutor.shutdown`."""
+
+
+class JobCancelled(BaseException):
+    """Raised inside a job's function by ``ctx.check()`` / ``ctx.wait()`` once cancelled.
+
+    A ``BaseException``, like ``asyncio.CancelledError``, so that the ``except Exception``
+    blocks common in job code do not swallow the cancellation.
+    """
+
+
+class Job:
+    """One submitted job. Its attributes are written by the executor only; read them."""
+
+    def __init__(
+        self,
+        executor: JobExecutor,
+        job_id: str,
+        fn: Callable[[JobContext], Any],
+        name: str,
+        target: str | None,
+        timeout: float | None,
+        on_progress: Callable[[Job, str], Any] | None,
+        on_done: Callable[[Job], Any] | None,
+    ) -> None:
+        self.id = job_id
+        self.name = name
+        self.target = target
+        self.timeout = timeout
+        self.status = JobStatus.QUEUED
+        self.created_at = datetime.now(UTC)
+        self.started_at: datetime | None = None
+        self.finished_at: datetime | None = None
+        self.result: Any = None
+        self.error = ""
+        self.progress = ""
+        self.cancelled_by = ""
+        self._executor = executor
+        self._fn = fn
+        self._on_done = on_done
+        self._deadline: float | None = None  # time.monotonic() once running with a timeout
+        self._finished = threading.Event()  # set after on_done has returned
+        self._cancelled = threading.Event()
+        self._cancel_callbacks: list[Callable[[], Any]] = []
+        self.context = JobContext(self, on_progress, executor.progress_interval)
+
+    @property
+    def queue_position(self) -> int | None:
+        """1 for the next job to start, counted among jobs waiting for the same target or,
+        with no target in the way, among jobs waiting for a free worker; None unless
+        QUEUED."""
+        return self._executor._queue_position(self)
+
+    def cancel(self, by: str = "") -> bool:
+        """Cancel the job; False if it had already finished. ``by`` names who cancelled."""
+        return self._executor._cancel(self, JobStatus.CANCELLED, by)
+
+    def wait(self, timeout: float | None = None) -> JobStatus:
+        """Wait until the job has finished and its ``on_done`` has run; return the status."""
+        self._finished.wait(timeout)
+        return self.status
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self.name!r} target={self.target!r} {self.status}>"
+
+
+class JobContext:
+    """What a job's function gets: progress reporting and cancellation."""
+
+    def __init__(
+        self,
+        job: Job,
+        on_progress: Callable[[Job, str], Any] | None,
+        interval: float,
+    ) -> None:
+        self.job = job
+        self._on_progress = on_progress
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._deliver_lock = threading.Lock()  # one delivery at a time, in order
+        self._pending: str | None = None
+        self._next_delivery = 0.0  # monotonic time before which nothing is delivered
+        self._flush_scheduled = False
+        self._closed = False
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job was cancelled or timed out."""
+        self._expire_if_overdue()
+        return self.job._cancelled.is_set()
+
+    def check(self) -> None:
+        """Raise :class:`JobCancelled` if the job was cancelled or has timed out."""
+        if self.cancelled:
+            raise JobCancelled(self.job.error)
+
+    def wait(self, seconds: float) -> None:
+        """Sleep for ``seconds``; raise :class:`JobCancelled` as soon as the job is
+        cancelled or reaches its timeout."""
+        end = time.monotonic() + seconds
+        while True:
+            now = time.monotonic()
+            deadline = self.job._deadline
+            until = end if deadline is None else min(end, deadline)
+            if self.job._cancelled.wait(max(0.0, until - now)) or until < end:
+                self.check()
+            if time.monotonic() >= end:
+                return
+
+    def on_cancel(self, callback: Callable[[], Any]) -> None:
+        """Run ``callback`` once if the job is cancelled or times out (at once if it
+        already was). It runs in the cancelling thread; its exceptions are logged."""
+        with self.job._executor._lock:
+            if not self.job._cancelled.is_set():
+                self.job._cancel_callbacks.append(callback)
+                return
+        _safely(f"cancel callback of job {self.job.id}", callback)
+
+    def progress(self, text: str) -> None:
+        """Report progress. ``job.progress`` changes at once; ``on_progress`` is called at
+        most once per interval, always with the latest text: text held back is delivered
+        when the interval is over, and before ``on_done`` at the latest."""
+        self.job.progress = text
+        if self._on_progress is None:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            self._pending = text
+        self._deliver()
+
+    def _expire_if_overdue(self) -> None:
+        # Makes the timeout exact even when the timer thread runs late.
+        deadline = self.job._deadline
+        if deadline is not None and time.monotonic() >= deadline:
+            self.job._executor._expire(self.job)
+
+    def _deliver(self, force: bool = False) -> None:
+        """Call ``on_progress`` with the pending text if the interval allows (or
+        ``force``), else make sure a timer delivers it when the interval is over."""
+        with self._deliver_lock:
+            with self._lock:
+                if self._closed or self._pending is None or self._on_progress is None:
+                    return
+                wait = self._next_delivery - time.monotonic()
+                if wait > 0 and not force:
+                    if not self._flush_scheduled:
+                        self._flush_scheduled = True
+                        self.job._executor._timers.schedule(wait, self._scheduled_flush)
+                    return
+                text, self._pending = self._pending, None
+                self._next_delivery = time.monotonic() + self._interval
+            _safely(f"progress callback of job {self.job.id}", self._on_progress, self.job, text)
+
+    def _scheduled_flush(self) -> None:
+        with self._lock:
+            self._flush_scheduled = False
+        self._deliver()
+
+    def _close(self) -> None:
+        """Deliver what is pending and stop: no progress is delivered after this."""
+        self._deliver(force=True)
+        with self._lock:
+            self._closed = True
+
+
+def _safely(what: str, fn: Callable[..., Any], *args: Any) -> None:
+    """Call a callback; log its exception rather than raise it into the executor."""
+    try:
+        fn(*args)
+    except Exception:
+        log.exception("error in %s", what)
+
+
+class _Timers:
+    """One thread running callbacks at given times (timeouts, progress flushes).
+
+    A timer is not cancelled when it becomes moot: its callback checks the job's state.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Callable[[], Any]]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def schedule(self, delay: float, callback: Callable[[], Any]) -> None:
+        with self._cond:
+            if self._stopped:
+                return
+            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), callback))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="opsroom-job-timers", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._heap.clear()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
+                    self._cond.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                if self._stopped:
+                    return
+                _, _, callback = heapq.heappop(self._heap)
+            _safely("a job timer", callback)
+
+
+class JobExecutor:
+    """A bounded pool of worker threads running jobs, with per-target locks.
+
+    ``max_workers`` (default 16) bounds how many jobs run at once; more wait, QUEUED, in
+    submission order. Sixteen suits jobs that mostly wait on remote hosts, Kubernetes and
+    Jenkins; the threads are started as needed and never exceed the bound.
+    ``progress_interval`` is the least time between two ``on_progress`` calls of one job.
+    ``history`` finished jobs are kept for :meth:`jobs` and :meth:`get`.
+    """
+
+    def __init__(
+        self,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        *,
+        progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
+        history: int = DEFAULT_HISTORY,
+    ) -> None:
+        if max_workers < 1:
+            raise ValueError("max_workers must be at least 1")
+        self.max_workers = max_workers
+        self.progress_interval = progress_interval
+        self._history = history
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)  # workers wait for _ready
+        self._changed = threading.Condition(self._lock)  # shutdown waits for jobs to end
+        self._jobs: dict[str, Job] = {}  # every job not yet dropped from history
+        self._finished_ids: deque[str] = deque()
+        self._ready: deque[Job] = deque()  # may run: target held (or none), waiting a worker
+        self._holders: dict[str, Job] = {}  # target -> the job holding its lock
+        self._waiting: dict[str, deque[Job]] = {}  # target -> jobs waiting for its lock
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._closed = False
+        self._timers = _Timers()
+        # Ids are a permutation of a counter (an odd multiplier is a bijection modulo
+        # 16**5), so they are unique for a million jobs yet do not look sequential; the
+        # random offset keeps them apart from a previous run's in the audit log.
+        self._counter = itertools.count(secrets.randbelow(16**5))
+
+    def submit(
+        self,
+        fn: Callable[[JobContext], Any],
+        *,
+        name: str,
+        target: str | None = None,
+        timeout: float | None = None,
+        lock_policy: Literal["queue", "refuse"] = "queue",
+        on_progress: Callable[[Job, str], Any] | None = None,
+        on_done: Callable[[Job], Any] | None = None,
+    ) -> Job:
+        """Queue ``fn(ctx)`` to run as a job and return the job at once.
+
+        ``timeout`` counts from the start of the run, not from submission. With a
+        ``target`` the job waits until no other job holds that target, or, with
+        ``lock_policy="refuse"``, :class:`TargetBusy` is raised. ``on_progress(job, text)``
+        and ``on_done(job)`` must be quick (hand work to a queue): they run in the job's,
+        the canceller's or the timer thread. ``on_done`` runs exactly once, after the
+        final status is set.
+        """
+        with self._lock:
+            if self._closed:
+                raise ExecutorClosed("the job executor is shut down")
+            if target is not None and lock_policy == "refuse" and target in self._holders:
+                raise TargetBusy(target, self._holders[target].id)
+            job = Job(self, self._new_id(), fn, name, target, timeout, on_progress, on_done)
+            self._jobs[job.id] = job
+            if target is None:
+                self._make_ready(job)
+            elif target in self._holders:
+                self._waiting.setdefault(target, deque()).append(job)
+            else:
+                self._holders[target] = job
+                self._make_ready(job)
+        log.debug("job %s %r queued (target %s)", job.id, name, target)
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        """The job with this id; ``7f3a2``, ``j-7f3a2`` and ``J-7F3A2`` all name it."""
+        key = job_id.strip().upper()
+        if not key.startswith("J-"):
+            key = "J-" + key
+        with self._lock:
+            return self._jobs.get(key)
+
+    def jobs(self, active_only: bool = True) -> list[Job]:
+        """Jobs in submission order: queued and running ones, or with ``active_only=False``
+        also the finished ones still in history."""
+        with self._lock:
+            jobs = list(self._jobs.values())
+        return [j for j in jobs if not j.status.finished] if active_only else jobs
+
+    def shutdown(self, wait: float = 15.0) -> list[Job]:
+        """Stop: refuse new jobs, cancel queued ones, give running ones ``wait`` seconds to
+        finish, then cancel them. Returns the jobs that were still running then.
+
+        Worker threads are daemons: one whose function ignores cancellation does not keep
+        the process alive.
+        """
+        with self._lock:
+            self._closed = True
+            queued = [j for j in self._jobs.values() if j.status is JobStatus.QUEUED]
+        for job in queued:
+            self._cancel(job, JobStatus.CANCELLED, "shutdown")
+        deadline = time.monotonic() + wait
+        with self._lock:
+            while (left := deadline - time.monotonic()) > 0 and self._running():
+                self._changed.wait(left)
+            still_running = self._running()
+        for job in still_running:
+            self._cancel(job, JobStatus.CANCELLED, "shutdown")
+        with self._lock:
+            self._work.notify_all()  # idle workers see _closed and exit
+        self._timers.stop()
+        return still_running
+
+    # Everything below runs with self._lock held unless it says otherwise.
+
+    def _new_id(self) -> str:
+        while True:
+            job_id = f"J-{next(self._counter) * 0x9E3B5 % 16**5:05X}"
+            if job_id not in self._jobs:
+                return job_id
+
+    def _running(self) -> list[Job]:
+        return [j for j in self._jobs.values() if j.status is JobStatus.RUNNING]
+
+    def _make_ready(self, job: Job) -> None:
+        self._ready.append(job)
+        if len(self._ready) > self._idle and len(self._threads) < self.max_workers:
+            thread = threading.Thread(
+                target=self._worker, name=f"opsroom-job-{len(self._threads) + 1}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+        else:
+            self._work.notify()
+
+    def _release_target(self, job: Job) -> None:
+        """Hand the job's target to the next job waiting for it."""
+        if job.target is None or self._holders.get(job.target) is not job:
+            return
+        waiting = self._waiting.get(job.target)
+        if waiting:
+            nxt = waiting.popleft()
+            if not waiting:
+                del self._waiting[job.target]
+            self._holders[job.target] = nxt
+            self._make_ready(nxt)
+        else:
+            del self._holders[job.target]
+
+    def _queue_position(self, job: Job) -> int | None:
+        with self._lock:
+            if job.status is not JobStatus.QUEUED:
+                return None
+            waiting = self._waiting.get(job.target or "", ())
+            queue = waiting if job in waiting else self._ready
+            return list(queue).index(job) + 1
+
+    def _settle(
+        self, job: Job, status: JobStatus, *, result: Any = None, error: str = "", by: str = ""
+    ) -> bool:
+        """Give a job its final status, once. False if it already had one."""
+        if job.status.finished:
+            return False
+        if job.status is JobStatus.QUEUED:
+            if job in self._ready:
+                self._ready.remove(job)
+                self._release_target(job)
+            elif job.target in self._waiting:
+                self._waiting[job.target].remove(job)
+                if not self._waiting[job.target]:
+                    del self._waiting[job.target]
+        job.status = status
+        job.finished_at = datetime.now(UTC)
+        job.result = result
+        job.error = error
+        job.cancelled_by = by
+        self._finished_ids.append(job.id)
+        while len(self._finished_ids) > self._history:
+            self._jobs.pop(self._finished_ids.popleft(), None)
+        self._changed.notify_all()
+        return True
+
+    # The methods below take the lock themselves and call back outside it.
+
+    def _cancel(self, job: Job, status: JobStatus, by: str) -> bool:
+        if status is JobStatus.TIMED_OUT:
+            error = f"timed out after {job.timeout:g} s"
+        else:
+            error = f"cancelled by {by}" if by else "cancelled"
+        with self._lock:
+            if not self._settle(job, status, error=error, by=by):
+                return False
+            job._cancelled.set()
+            callbacks, job._cancel_callbacks = job._cancel_callbacks, []
+        log.info("job %s %s", job.id, error)
+        for callback in callbacks:
+            _safely(f"cancel callback of job {job.id}", callback)
+        self._after_settle(job)
+        return True
+
+    def _expire(self, job: Job) -> None:
+        if not job.status.finished:
+            self._cancel(job, JobStatus.TIMED_OUT, "")
+
+    def _after_settle(self, job: Job) -> None:
+        job.context._close()
+        if job._on_done is not None:
+            _safely(f"on_done of job {job.id}", job._on_done, job)
+        job._finished.set()
+
+    def _worker(self) -> None:
+        while True:
+            with self._lock:
+                while not self._ready and not self._closed:
+                    self._idle += 1
+                    self._work.wait()
+                    self._idle -= 1
+                if not self._ready:
+                    return
+                job = self._ready.popleft()
+                job.status = JobStatus.RUNNING
+                job.started_at = datetime.now(UTC)
+                if job.timeout is not None:
+                    job._deadline = time.monotonic() + job.timeout
+                    self._timers.schedule(job.timeout, lambda job=job: self._expire(job))
+            self._run(job)
+
+    def _run(self, job: Job) -> None:
+        """Run one job's function in this worker thread, then free its target."""
+        log.debug("job %s %r started", job.id, job.name)
+        outcome: tuple[JobStatus, Any, str]
+        try:
+            job.context.check()  # cancelled between leaving the queue and this line
+            result = job._fn(job.context)
+        except JobCancelled:
+            outcome = (JobStatus.CANCELLED, None, "cancelled")  # raised by the job itself
+        except BaseException as exc:  # a job must never take its worker thread down
+            log.exception("job %s %r failed", job.id, job.name)
+            outcome = (JobStatus.FAILED, None, f"{type(exc).__name__}: {exc}")
+        else:
+            outcome = (JobStatus.SUCCEEDED, result, "")
+        with self._lock:
+            settled = self._settle(job, outcome[0], result=outcome[1], error=outcome[2])
+            job._cancel_callbacks = []
+            self._release_target(job)
+        if settled:
+            log.info("job %s %s", job.id, job.status)
+            self._after_settle(job)

@@ -1,0 +1,184 @@
+"""The chat face of the action runtime: identity, authorization, approvals, jobs, audit."""
+
+from __future__ import annotations
+
+from errbot import BotPlugin, botcmd, cmdfilter
+
+from bot.runtime.actions import ACTION_ATTRIBUTE
+from bot.runtime.chat import principal_of, runtime_for
+from bot.runtime.policy import Principal
+from bot.runtime.runtime import render
+
+EXPIRY_CHECK_SECONDS = 5
+
+
+class Runtime(BotPlugin):
+    """Who may do what, approvals, jobs and the audit log."""
+
+    def activate(self) -> None:
+        super().activate()
+        runtime = runtime_for(self._bot)
+        for record in runtime.recover():
+            text = render(record, runtime.prefix)
+            self.log.warning("interrupted by a restart: %s", text)
+            if record.channel_id:
+                try:
+                    self.send(self._bot.query_room(record.channel_id), text)
+                except Exception:
+                    self.log.exception("could not announce %s", record.id)
+        self.start_poller(EXPIRY_CHECK_SECONDS, runtime.expire_pending)
+
+    @property
+    def runtime(self):
+        return runtime_for(self._bot)
+
+    def _spec(self, command: str):
+        method = self._bot.all_commands.get(command)
+        return getattr(method, ACTION_ATTRIBUTE, None) if method else None
+
+    # --- identity and authorization ------------------------------------------------------
+    @cmdfilter
+    def hide_unpermitted_actions(self, msg, cmd, args, dry_run):
+        """In help (a dry run) hide actions the asker holds no grant for at all; real runs
+        are authorized, with their arguments, by the runtime itself."""
+        spec = self._spec(cmd)
+        if not dry_run or spec is None:
+            return msg, cmd, args
+        who = principal_of(msg)
+        policy = self.runtime.policy
+        if policy.is_reader(who) and spec.risk == "read":
+            return msg, cmd, args
+        roles = set(policy.roles_of(who))
+        granted = any(
+            grant.action == spec.name or grant.allows(spec.name, env, {})
+            for name, role in policy.document.roles.items()
+            if name in roles
+            for grant in role.grants
+            for env in grant.environments
+        )
+        return (msg, cmd, args) if granted else (None, None, None)
+
+    @botcmd
+    def whoami(self, msg, args):
+        """Show your identity and roles as the bot sees them."""
+        who = principal_of(msg)
+        roles = ", ".join(self.runtime.policy.roles_of(who)) or "none"
+        return f"You are @{who.username} (user id `{who.user_id}`); roles: {roles}."
+
+    @botcmd
+    def can(self, msg, args):
+        """Ask whether a user may run an action: !can @user <action> [environment]."""
+        words = args.split()
+        if len(words) < 2:
+            return f"usage: `{self.runtime.prefix}can @user <action> [environment]`"
+        try:
+            person = self._bot.build_identifier(words[0])
+        except ValueError as exc:
+            return f"⛔ {exc}"
+        spec = self._spec(words[1].replace(".", "_")) or self._spec(words[1])
+        if spec is None:
+            return f"⛔ no action named {words[1]}"
+        name = getattr(person, "username", str(person)).lstrip("@")
+        who = Principal(str(person.aclattr), name)
+        env = words[2] if len(words) > 2 else ""
+        decision = self.runtime.policy.authorize(who, spec.name, spec.risk, env)
+        verdict = "✅ yes" if decision.allowed else "⛔ no"
+        return f"{verdict}: @{name} {spec.name}{' in ' + env if env else ''}: {decision.reason}"
+
+    @botcmd(name="why_denied")
+    def why_denied(self, msg, args):
+        """Explain your last denial."""
+        explanation = self.runtime.last_denial(principal_of(msg).user_id)
+        return explanation or "You have not been denied anything since the bot started."
+
+    # --- approvals -----------------------------------------------------------------------
+    @botcmd
+    def approve(self, msg, args):
+        """Approve someone else's request: !approve <request id>."""
+        return self.runtime.decide(args.strip(), principal_of(msg), True)
+
+    @botcmd
+    def confirm(self, msg, args):
+        """Confirm your own request: !confirm <request id>."""
+        return self.runtime.decide(args.strip(), principal_of(msg), True)
+
+    @botcmd
+    def reject(self, msg, args):
+        """Reject (or withdraw) a request: !reject <request id>."""
+        return self.runtime.decide(args.strip(), principal_of(msg), False)
+
+    def callback_reaction(self, reaction):
+        post_id = (reaction.reacted_to or {}).get("id", "")
+        reactor = reaction.reactor
+        who = Principal(str(reactor.aclattr), getattr(reactor, "username", str(reactor)))
+        answer = self.runtime.decide_by_reaction(post_id, who, reaction.reaction_name)
+        channel = (reaction.reacted_to or {}).get("channel_id")
+        if answer and channel:
+            self.send(self._bot.query_room(channel), answer)
+
+    # --- jobs ----------------------------------------------------------------------------
+    @botcmd
+    def jobs(self, msg, args):
+        """List running and queued jobs."""
+        jobs = self.runtime.jobs()
+        if not jobs:
+            return "No jobs are running."
+        lines = ["| job | action | target | status | progress |", "|---|---|---|---|---|"]
+        for job in jobs:
+            lines.append(
+                f"| {job.id} | {job.name} | {job.target or ''} | {job.status} | "
+                f"{job.progress or ''} |"
+            )
+        return "\n".join(lines)
+
+    @botcmd
+    def job(self, msg, args):
+        """Show one job: !job <id>."""
+        job = self.runtime.executor.get(args.strip().upper())
+        if job is None:
+            return f"⛔ no job {args.strip()}"
+        detail = job.error or job.progress or ""
+        return f"{job.id} `{job.name}` on {job.target or '-'}: {job.status} {detail}".strip()
+
+    @botcmd
+    def cancel(self, msg, args):
+        """Cancel a running or queued job: !cancel <id>."""
+        return self.runtime.cancel(args.strip(), principal_of(msg))
+
+    # --- audit ---------------------------------------------------------------------------
+    @botcmd
+    def audit_last(self, msg, args):
+        """Show the last N audit records (default 10): !audit last [N]."""
+        try:
+            count = min(50, int(args or "10"))
+        except ValueError:
+            return "usage: `!audit last [N]`"
+        records = self.runtime.audit.last(count)
+        if not records:
+            return "The audit log is empty."
+        lines = [
+            "| id | time | event | action | target | who | outcome |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in records:
+            lines.append(
+                f"| {r.id} | {r.time} | {r.event.value} | {r.action} | {r.target} | "
+                f"{'@' + r.actor_name if r.actor_name else r.trigger} | {r.outcome[:80]} |"
+            )
+        return "\n".join(lines)
+
+    @botcmd
+    def audit_show(self, msg, args):
+        """Show one audit record: !audit show <id>."""
+        record = self.runtime.audit.get(args.strip().upper())
+        if record is None:
+            return f"⛔ no audit record {args.strip()}"
+        return f"```json\n{record.to_json()}\n```"
+
+    @botcmd
+    def audit_verify(self, msg, args):
+        """Check the audit log's hash chain; names the first broken record."""
+        result = self.runtime.audit.verify()
+        if result.ok:
+            return f"✅ audit log OK: {result.records} records"
+        return f"⛔ audit log BROKEN at {result.first_bad}: {result.reason}"

@@ -1,0 +1,249 @@
+"""The action runtime end to end, without chat: real audit store, jobs, policy, redaction."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Annotated, Literal
+
+import pytest
+
+from bot.redaction import Redactor
+from bot.runtime.actions import Arg, spec_of
+from bot.runtime.actions import declare as action
+from bot.runtime.audit import AuditEvent, AuditStore
+from bot.runtime.jobs import JobExecutor
+from bot.runtime.policy import Policy, Principal, Risk
+from bot.runtime.runtime import Caller, Runtime
+
+ALICE = Principal("a" * 26, "alice")
+BOB = Principal("b" * 26, "bob")
+DAVE = Principal("d" * 26, "dave")
+IDS = {"@alice": ALICE.user_id, "@bob": BOB.user_id, "@dave": DAVE.user_id}
+Env = Literal["staging", "production"]
+SECRET = "hunter2-super-secret"
+
+
+class Ops:
+    def __init__(self):
+        self.ran = []
+        self.gate = threading.Event()
+
+    @action(risk=Risk.CHANGE, target="env", timeout=5)
+    def deploy(self, ctx, app: str, env: Annotated[Env, Arg(after="to")]):
+        """Deploy an app."""
+        ctx.progress("halfway")
+        self.ran.append(("deploy", app, env))
+        return f"deployed {app} with password={SECRET}"
+
+    @action("db.drop", risk=Risk.DANGEROUS, target="env")
+    def drop(self, ctx, db: str, env: Annotated[Env, Arg(after="in")]):
+        """Drop a database."""
+        self.ran.append(("drop", db, env))
+
+    @action(risk=Risk.CHANGE, target="env", timeout=0.5, lock="refuse")
+    def slow(self, ctx, env: Env):
+        """Wait until told."""
+        while not self.gate.is_set():
+            ctx.wait(0.05)
+        self.ran.append(("slow", env))
+
+
+DEPLOY, DROP, SLOW = spec_of(Ops.deploy), spec_of(Ops.drop), spec_of(Ops.slow)
+
+
+class Chat:
+    """A caller's channel: every message said, and edits applied in place."""
+
+    def __init__(self):
+        self.messages: list[str] = []
+        self.lock = threading.Lock()
+
+    def say(self, text):
+        with self.lock:
+            self.messages.append(text)
+            return len(self.messages) - 1
+
+    def edit(self, handle, text):
+        with self.lock:
+            self.messages[handle] = text
+
+    def caller(self, who=ALICE):
+        return Caller(who, "chat", "c" * 26, "p" * 26, self.say, self.edit)
+
+    def wait_for(self, needle, timeout=5):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if any(needle in m for m in self.messages):
+                    return
+            time.sleep(0.02)
+        raise AssertionError(f"{needle!r} never said: {self.messages}")
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    policy = Policy.from_mapping(
+        {
+            "protected_environments": ["production"],
+            "approvals": {"expire_after": "1s"},
+            "roles": {
+                "deployer": {
+                    "members": ["@alice", "@bob"],
+                    "grants": [
+                        {"action": "deploy", "environments": "*"},
+                        {"action": "slow"},
+                        {"action": "db.*"},
+                    ],
+                },
+                "approver": {"members": ["@dave"], "approves": ["db.*"]},
+            },
+        },
+        IDS.get,
+    )
+    audit = AuditStore(tmp_path / "audit.sqlite3", redact=Redactor([SECRET]).scrub_obj)
+    executor = JobExecutor(max_workers=4)
+    rt = Runtime(policy=policy, audit=audit, executor=executor, redactor=Redactor([SECRET]))
+    yield rt
+    executor.shutdown(wait=1)
+    audit.close()
+
+
+def events(rt):
+    return [r.event for r in rt.audit.last(100)]
+
+
+def wait_event(rt, event, timeout=5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if event in events(rt):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{event} never recorded: {events(rt)}")
+
+
+def test_denied_without_a_grant_and_explained(runtime):
+    chat, plugin = Chat(), Ops()
+    outsider = Principal("e" * 26, "eve")
+    runtime.request(DEPLOY, plugin, {"app": "api", "env": "staging"}, chat.caller(outsider))
+    assert "denied: deploy in staging needs role deployer (you have: no role)" in chat.messages[0]
+    assert events(runtime) == [AuditEvent.REQUESTED, AuditEvent.DENIED]
+    assert "needs role deployer" in runtime.last_denial(outsider.user_id)
+    assert plugin.ran == []
+
+
+def test_allowed_action_runs_as_a_job_and_the_echo_carries_the_audit_id(runtime):
+    chat, plugin = Chat(), Ops()
+    runtime.request(DEPLOY, plugin, {"app": "api", "env": "staging"}, chat.caller())
+    wait_event(runtime, AuditEvent.SUCCEEDED)
+    chat.wait_for("succeeded")
+    final = runtime.audit.last(1)[0]
+    assert len(chat.messages) == 1  # one message, edited in place
+    assert f"audit {final.id}" in chat.messages[0] and "@alice" in chat.messages[0]
+    assert plugin.ran == [("deploy", "api", "staging")]
+    assert [r.event for r in runtime.audit.by_correlation(final.correlation_id)] == [
+        AuditEvent.REQUESTED,
+        AuditEvent.STARTED,
+        AuditEvent.SUCCEEDED,
+    ]
+
+
+def test_secrets_in_output_never_reach_chat_or_audit(runtime, tmp_path):
+    chat = Chat()
+    runtime.request(DEPLOY, Ops(), {"app": "api", "env": "staging"}, chat.caller())
+    wait_event(runtime, AuditEvent.SUCCEEDED)
+    chat.wait_for("succeeded")
+    assert SECRET not in "".join(chat.messages)
+    assert all(SECRET not in r.outcome for r in runtime.audit.last(10))
+    assert SECRET.encode() not in (tmp_path / "audit.sqlite3").read_bytes()
+
+
+def test_protected_environment_needs_the_requesters_confirmation(runtime):
+    chat, plugin = Chat(), Ops()
+    runtime.request(DEPLOY, plugin, {"app": "api", "env": "production"}, chat.caller())
+    request_id = runtime.book.pending()[0].id
+    assert f"confirm {request_id}" in chat.messages[0]
+    assert "only @alice can confirm" in runtime.decide(request_id, BOB, True)
+    assert plugin.ran == []
+    assert "granted by @alice" in runtime.decide(request_id, ALICE, True)
+    wait_event(runtime, AuditEvent.SUCCEEDED)
+    assert plugin.ran == [("deploy", "api", "production")]
+    assert AuditEvent.CONFIRMATION_REQUESTED in events(runtime)
+
+
+def test_dangerous_action_needs_another_approver(runtime):
+    chat, plugin = Chat(), Ops()
+    runtime.request(DROP, plugin, {"db": "orders", "env": "staging"}, chat.caller())
+    request_id = runtime.book.pending()[0].id
+    assert "role approver" in chat.messages[0]
+    assert "cannot approve your own" in runtime.decide(request_id, ALICE, True)
+    assert "may not approve" in runtime.decide(request_id, BOB, True)
+    assert plugin.ran == []
+    assert "granted by @dave" in runtime.decide(request_id, DAVE, True)
+    wait_event(runtime, AuditEvent.SUCCEEDED)
+    assert plugin.ran == [("drop", "orders", "staging")]
+
+
+def test_approval_is_bound_to_the_exact_arguments(runtime):
+    chat, plugin = Chat(), Ops()
+    runtime.request(DROP, plugin, {"db": "orders", "env": "staging"}, chat.caller())
+    request = runtime.book.pending()[0]
+    runtime._pending[request.id].values["db"] = "customers"  # changed after asking
+    answer = runtime.decide(request.id, DAVE, True)
+    assert "granted for different arguments; nothing was run" in answer
+    assert plugin.ran == []
+    assert events(runtime)[-1] is AuditEvent.DENIED
+
+
+def test_reaction_approval_and_rejection(runtime):
+    chat, plugin = Chat(), Ops()
+    runtime.request(DROP, plugin, {"db": "a", "env": "staging"}, chat.caller())
+    first = runtime.book.pending()[0]
+    first.post_id = "q" * 26
+    assert runtime.decide_by_reaction("q" * 26, DAVE, "heart") is None
+    assert "rejected by @dave" in runtime.decide_by_reaction("q" * 26, DAVE, "-1")
+    runtime.request(DROP, plugin, {"db": "b", "env": "staging"}, chat.caller())
+    second = runtime.book.pending()[0]
+    second.post_id = "r" * 26
+    assert "granted by @dave" in runtime.decide_by_reaction("r" * 26, DAVE, "+1")
+    wait_event(runtime, AuditEvent.SUCCEEDED)
+    assert plugin.ran == [("drop", "b", "staging")]
+
+
+def test_requests_expire(runtime):
+    chat, plugin = Chat(), Ops()
+    runtime.request(DROP, plugin, {"db": "a", "env": "staging"}, chat.caller())
+    request_id = runtime.book.pending()[0].id
+    time.sleep(1.1)
+    assert "expired" in runtime.decide(request_id, DAVE, True)
+    assert events(runtime)[-1] is AuditEvent.EXPIRED
+    assert any("expired; nothing was run" in m for m in chat.messages)
+    assert plugin.ran == []
+
+
+def test_cancel_timeout_and_busy_target(runtime):
+    chat, plugin = Chat(), Ops()
+    runtime.request(SLOW, plugin, {"env": "staging"}, chat.caller())
+    wait_event(runtime, AuditEvent.STARTED)
+    runtime.request(SLOW, plugin, {"env": "staging"}, chat.caller(BOB))
+    assert any("busy" in m for m in chat.messages)
+    job = runtime.jobs()[0]
+    outsider = Principal("e" * 26, "eve")
+    assert "may cancel" in runtime.cancel(job.id, outsider)
+    assert "cancelling" in runtime.cancel(job.id, ALICE)
+    wait_event(runtime, AuditEvent.CANCELLED)
+    runtime.request(SLOW, plugin, {"env": "production"}, chat.caller())
+    runtime.decide(runtime.book.pending()[0].id, ALICE, True)
+    wait_event(runtime, AuditEvent.TIMED_OUT)
+    assert plugin.ran == []
+
+
+def test_recover_marks_unfinished_actions_interrupted(runtime):
+    chat = Chat()
+    runtime.request(SLOW, Ops(), {"env": "staging"}, chat.caller())
+    wait_event(runtime, AuditEvent.STARTED)
+    # a new process would find the STARTED record without an end
+    interrupted = runtime.recover()
+    assert [r.event for r in interrupted] == [AuditEvent.INTERRUPTED]
+    assert interrupted[0].action == "slow" and interrupted[0].trigger == "startup"
+    assert runtime.audit.verify().ok

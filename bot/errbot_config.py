@@ -44,7 +44,9 @@ def errbot_config(settings: Settings, root: Path) -> dict[str, object]:
         "BOT_ADMINS": admins,
         "BOT_ADMINS_NOTIFICATIONS": (),
         "BOT_ASYNC": True,
-        "BOT_ASYNC_POOLSIZE": 10,
+        # Commands only parse, authorize and acknowledge (actions run as jobs elsewhere),
+        # but third-party commands may block: room for many at once.
+        "BOT_ASYNC_POOLSIZE": 32,
         "HIDE_RESTRICTED_COMMANDS": True,
         "SUPPRESS_CMD_NOT_FOUND": False,
         "MESSAGE_SIZE_LIMIT": 16383,

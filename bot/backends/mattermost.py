@@ -35,6 +35,7 @@ from errbot.backends.base import (
 )
 from errbot.core import ErrBot
 
+from bot.backends.dispatch import NonDrainingDispatch
 from bot.mattermost import heartbeat
 from bot.mattermost.directory import Directory, UnknownIdentifier, looks_like_id
 from bot.mattermost.events import Backoff, EventStream
@@ -64,7 +65,7 @@ EXIT_UNAUTHORIZED = 3
 _STOP = object()
 
 
-class MattermostBackend(ErrBot):
+class MattermostBackend(NonDrainingDispatch, ErrBot):
     """The Errbot backend; configuration comes from :class:`bot.settings.Settings`."""
 
     def __init__(self, config: Any) -> None:
@@ -235,14 +236,7 @@ class MattermostBackend(ErrBot):
             self.shutdown()
 
     def _finish_running_commands(self, timeout: float) -> None:
-        pool = getattr(self, "thread_pool", None)
-        if pool is None:
-            return
-        pool.close()
-        waiter = threading.Thread(target=pool.join, daemon=True)
-        waiter.start()
-        waiter.join(timeout)
-        if waiter.is_alive():
+        if not self.thread_pool.shutdown(timeout):
             log.warning("commands still running after %.0fs; shutting down anyway", timeout)
 
     # ==================================================================== dispatcher =====

@@ -96,6 +96,9 @@ def caller_for(bot: Any, msg: Any) -> Caller:
             post = handle.result(timeout=EDIT_WAIT_SECONDS)
             bot.poster.edit(post["id"], text)
 
+        def on_posted(handle: Future, callback: Any) -> None:
+            handle.add_done_callback(lambda done: done.exception() or callback(done.result()["id"]))
+
         return Caller(
             principal_of(msg),
             "chat",
@@ -103,6 +106,7 @@ def caller_for(bot: Any, msg: Any) -> Caller:
             extras.get("post_id", ""),
             say,
             edit,
+            on_posted,
         )
     return Caller(principal_of(msg), "chat", say=lambda text: bot.send_simple_reply(msg, text))
 

@@ -47,6 +47,8 @@ class Caller:
 
     ``say(text)`` posts a new message and returns a handle (or None); ``edit(handle, text)``
     replaces that message (live progress). Without ``edit`` updates are posted anew.
+    ``on_posted(handle, callback)`` calls back with the message's post id once it exists
+    (for decisions by reaction on a request message).
     """
 
     principal: Principal
@@ -55,6 +57,7 @@ class Caller:
     post_id: str = ""
     say: Callable[[str], Any] = lambda text: None
     edit: Callable[[Any, str], None] | None = None
+    on_posted: Callable[[Any, Callable[[str], None]], None] | None = None
 
 
 @dataclass
@@ -214,7 +217,8 @@ class Runtime:
                 f"(`{self.prefix}reject {request.id}` or 👎 to drop it) · audit {record.id}"
             )
         run.handle = run.caller.say(self._echo(text))
-        request.context["handle"] = run.handle
+        if run.handle is not None and run.caller.on_posted is not None:
+            run.caller.on_posted(run.handle, lambda post_id: setattr(request, "post_id", post_id))
 
     def decide(self, request_id: str, who: Principal, grant: bool) -> str:
         """Approve, confirm or reject a pending request; returns the answer to give."""

@@ -10,6 +10,7 @@ from bot.runtime.policy import Principal
 from bot.runtime.runtime import render
 
 EXPIRY_CHECK_SECONDS = 5
+SHUTDOWN_GRACE_SECONDS = 10
 
 
 class Runtime(BotPlugin):
@@ -27,6 +28,12 @@ class Runtime(BotPlugin):
                 except Exception:
                     self.log.exception("could not announce %s", record.id)
         self.start_poller(EXPIRY_CHECK_SECONDS, runtime.expire_pending)
+
+    def deactivate(self) -> None:
+        still = self.runtime.executor.shutdown(wait=SHUTDOWN_GRACE_SECONDS)
+        for job in still:
+            self.log.warning("job %s (%s) cancelled by shutdown", job.id, job.name)
+        super().deactivate()
 
     @property
     def runtime(self):

@@ -2,8 +2,11 @@
 
 import io
 import time
+from typing import Annotated, Literal
 
 from errbot import BotPlugin, botcmd
+
+from bot.runtime import Arg, Risk, action
 
 
 class TestCommands(BotPlugin):
@@ -104,3 +107,21 @@ class TestCommands(BotPlugin):
             return  # commands mentioning people are answered by the command
         names = " ".join(sorted(p.person for p in people))
         self.send(msg.to if msg.is_group else msg.frm, f"mentioned {names}")
+
+    @botcmd(admin_only=True)
+    def adminslow(self, msg, args):
+        """An admin-only command that takes a while."""
+        time.sleep(float(args or "3"))
+        return "admin slow done"
+
+    @action(risk=Risk.CHANGE, target="env", timeout=60)
+    def hold(self, ctx, env: str, seconds: float = 1.0):
+        """Hold an environment for some seconds, reporting progress."""
+        ctx.progress("holding")
+        ctx.wait(seconds)
+        return f"held {env} for {seconds:g}s token=sekrit-value-123"
+
+    @action(risk=Risk.DANGEROUS, target="env")
+    def wipe(self, ctx, env: Annotated[Literal["staging", "production"], Arg(after="in")]):
+        """Wipe an environment (needs approval)."""
+        return f"wiped {env}"

@@ -1,0 +1,160 @@
+"""Actions through the real bot and the fake Mattermost: policy, approvals, jobs, audit."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+SECRET = "sekrit-value-123"
+
+
+@pytest.fixture
+def policy_file(tmp_path):
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "protected_environments": ["production"],
+                "roles": {
+                    "operator": {
+                        "members": ["@alice", "@bob"],
+                        "grants": [{"action": "hold"}, {"action": "wipe"}],
+                    },
+                    "approver": {"members": ["@admin"], "approves": ["wipe"]},
+                },
+            }
+        )
+    )
+    return path
+
+
+@pytest.fixture
+def opsbot(make_bot, policy_file):
+    return make_bot(OPSROOM_POLICY=str(policy_file), OPSROOM_AUDIT_CHANNEL="~alpha/secret")
+
+
+def wait_until(condition, timeout=15, message="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {message}")
+
+
+def bot_posts(mm, world, channel):
+    return [p for p in mm.posts_by(world.bot) if p["channel_id"] == channel["id"]]
+
+
+def current(mm, post):
+    return mm.get_post(post["id"])["message"]
+
+
+def audit(bot, *args):
+    opsroom = Path(sys.executable).with_name("opsroom")
+    result = subprocess.run(
+        [str(opsroom), "audit", *args],
+        env=bot.env,
+        cwd=bot.data_dir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result
+
+
+def test_action_runs_as_a_job_with_one_message_edited_in_place(fake_mm, world, opsbot):
+    fake_mm.post_as(world.alice, world.ops, "!hold staging seconds=1.5")
+    (ack,) = wait_until(lambda: bot_posts(fake_mm, world, world.ops), message="ack")
+    final = wait_until(
+        lambda: "succeeded" in current(fake_mm, ack) and current(fake_mm, ack),
+        message="final edit",
+    )
+    assert "held staging" in final and "audit A-" in final
+    assert SECRET not in final  # redacted in chat
+    assert len(bot_posts(fake_mm, world, world.ops)) == 1  # edited, not a flood
+    echoes = bot_posts(fake_mm, world, world.secret)  # the audit channel got copies
+    assert any("succeeded" in p["message"] for p in echoes)
+    exported = audit(opsbot, "export", "--format", "jsonl").stdout
+    records = [json.loads(line) for line in exported.splitlines()]
+    assert [r["event"] for r in records] == ["requested", "started", "succeeded"]
+    assert records[0]["actor_id"] == world.alice["id"]
+    assert SECRET not in exported
+    assert audit(opsbot, "verify").returncode == 0
+
+
+def test_denied_and_why(fake_mm, world, opsbot):
+    fake_mm.post_as(world.admin, world.ops, "!hold staging")
+    (denied,) = wait_until(lambda: bot_posts(fake_mm, world, world.ops))
+    assert "needs role operator (you have: approver)" in denied["message"]
+    fake_mm.post_as(world.admin, world.ops, "!why denied")
+    wait_until(lambda: len(bot_posts(fake_mm, world, world.ops)) == 2)
+    assert "needs role operator" in bot_posts(fake_mm, world, world.ops)[1]["message"]
+
+
+def test_dangerous_action_approved_by_reaction_of_another_person(fake_mm, world, opsbot):
+    command = fake_mm.post_as(world.alice, world.ops, "!wipe in staging")
+    (request,) = wait_until(lambda: bot_posts(fake_mm, world, world.ops))
+    assert "needs approval" in request["message"]
+    fake_mm.react_as(world.alice, request["id"], "+1")  # own request: refused
+    fake_mm.react_as(world.bob, request["id"], "+1")  # not an approver: refused
+    wait_until(lambda: len(bot_posts(fake_mm, world, world.ops)) >= 3, message="refusals")
+    texts = [p["message"] for p in bot_posts(fake_mm, world, world.ops)]
+    assert any("cannot approve your own request" in t for t in texts)
+    assert any("may not approve wipe" in t for t in texts)
+    fake_mm.react_as(world.admin, request["id"], "+1")
+    wait_until(
+        lambda: any(
+            "wiped staging" in current(fake_mm, p) for p in bot_posts(fake_mm, world, world.ops)
+        ),
+        message="the approved run",
+    )
+    assert command["id"]
+
+
+def test_admin_command_does_not_freeze_the_bot(fake_mm, world, opsbot):
+    dm = fake_mm.direct_channel(world.admin, world.bot)
+    fake_mm.post_as(world.admin, dm, "!adminslow 4")
+    opsbot.wait_for_log('Processing command "adminslow"')
+    started = time.monotonic()
+    fake_mm.post_as(world.alice, world.ops, "!echo still here")
+    wait_until(lambda: bot_posts(fake_mm, world, world.ops), timeout=10)
+    assert time.monotonic() - started < 2.0
+
+
+def test_quick_command_answered_while_200_jobs_run(fake_mm, world, opsbot):
+    for n in range(200):
+        fake_mm.post_as(world.alice, world.infra, f"!hold env-{n} seconds=60")
+    wait_until(lambda: len(bot_posts(fake_mm, world, world.infra)) == 200, timeout=60)
+    started = time.monotonic()
+    fake_mm.post_as(world.bob, world.ops, "!echo quick")
+    (answer,) = wait_until(lambda: bot_posts(fake_mm, world, world.ops), timeout=10)
+    assert answer["message"] == "quick"
+    assert time.monotonic() - started < 2.0
+    fake_mm.post_as(world.alice, world.ops, "!jobs")
+    listing = wait_until(lambda: bot_posts(fake_mm, world, world.ops)[1:], timeout=10)[0]
+    assert listing["message"].count("| hold |") >= 16
+
+
+def test_kill_during_an_action_is_recorded_as_interrupted(fake_mm, world, make_bot, policy_file):
+    first = make_bot(OPSROOM_POLICY=str(policy_file))
+    fake_mm.post_as(world.alice, world.ops, "!hold staging seconds=60")
+    wait_until(lambda: "started" in audit(first, "export").stdout, message="the job started")
+    first.stop(signal.SIGKILL)
+    second = make_bot(OPSROOM_POLICY=str(policy_file))
+    wait_until(
+        lambda: any("interrupted" in p["message"] for p in bot_posts(fake_mm, world, world.ops)),
+        message="the interruption announced",
+    )
+    exported = audit(second, "export").stdout
+    events = [json.loads(line)["event"] for line in exported.splitlines()]
+    assert events == ["requested", "started", "interrupted"]
+    assert audit(second, "verify").returncode == 0

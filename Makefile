@@ -28,6 +28,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/roundtrip.py
+	$(BIN)/python bench/jobs.py
+	$(BIN)/python bench/audit.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

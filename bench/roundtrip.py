@@ -20,66 +20,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import random
-import statistics
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from common import HEADER, Result, live_bot, run_senders
 from websockets.asyncio.server import serve
 from websockets.sync.client import connect
-
-from tests.e2e.harness import BotProcess, seed
-from tests.fake_mattermost import FakeMattermost
-
-
-class Result:
-    def __init__(self, name: str, latencies: list[float], elapsed: float) -> None:
-        self.name, self.latencies, self.elapsed = name, sorted(latencies), elapsed
-
-    def row(self) -> str:
-        n = len(self.latencies)
-        p50 = statistics.median(self.latencies) * 1000
-        p99 = self.latencies[min(n - 1, int(n * 0.99))] * 1000
-        worst = self.latencies[-1] * 1000
-        rate = n / self.elapsed
-        return f"{self.name:<40} {n:>6} {rate:>8.0f} {p50:>8.2f} {p99:>8.2f} {worst:>8.2f}"
-
-
-def run_senders(
-    total: int,
-    senders: int,
-    one: Callable[[int, int], float],
-    name: str,
-    think: float = 0.0,
-) -> Result:
-    """``one(sender, i)`` sends one request, waits for its answer and returns the latency."""
-    latencies: list[float] = []
-    lock = threading.Lock()
-    per_sender = total // senders
-
-    def sender(s: int) -> None:
-        rng = random.Random(s)
-        mine = []
-        for i in range(per_sender):
-            if think:
-                time.sleep(rng.expovariate(1 / think))
-            mine.append(one(s, i))
-        with lock:
-            latencies.extend(mine)
-
-    threads = [threading.Thread(target=sender, args=(s,)) for s in range(senders)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return Result(name, latencies, time.perf_counter() - started)
 
 
 def scenarios(
@@ -96,45 +43,16 @@ def scenarios(
 
 
 def bench_bot(total: int, concurrency: int, think: float) -> list[Result]:
-    arrivals: dict[str, float] = {}
-    waiters: dict[str, threading.Event] = {}
-    lock = threading.Lock()
-
-    def received(post: dict) -> None:
-        now = time.perf_counter()
-        with lock:
-            arrivals[post["message"]] = now
-            event = waiters.get(post["message"])
-        if event:
-            event.set()
-
-    mm = FakeMattermost(strict=False, post_received=received)
-    mm.start()
-    world = seed(mm)
-    channels = [world.ops, world.secret, world.infra]
-    users = [world.alice, world.bob, world.admin]
-    with tempfile.TemporaryDirectory() as tmp:
-        bot = BotProcess(mm.url, world.token, Path(tmp))
-        bot.start()
-
-        def one(sender: int, i: int) -> float:
-            text = f"bench-{sender}-{i}"
-            event = threading.Event()
-            with lock:
-                waiters[text] = event
-            started = time.perf_counter()
-            mm.post_as(users[sender % 3], channels[sender % 3], f"!echo {text}")
-            if not event.wait(30):
-                raise RuntimeError(f"no reply to {text}")
-            return arrivals[text] - started
-
+    with live_bot() as live:
         for i in range(50):  # warm-up: imports, connections, caches
-            one(999, i)
+            live.command(f"!echo warm-{i}", f"warm-{i}")
         sent = iter(range(10**9))
-        results = scenarios(total, concurrency, think, lambda s, i: one(s, next(sent)), "bot")
-        bot.stop()
-    mm.stop()
-    return results
+
+        def one(sender: int, _i: int) -> float:
+            n = next(sent)
+            return live.command(f"!echo bench-{n}", f"bench-{n}", sender)
+
+        return scenarios(total, concurrency, think, one, "bot")
 
 
 def bench_floor(total: int, concurrency: int, think: float) -> list[Result]:
@@ -183,7 +101,7 @@ def main() -> None:
     results = bench_bot(args.commands, args.concurrency, args.think) + bench_floor(
         args.commands, args.concurrency, args.think
     )
-    print(f"{'scenario':<40} {'n':>6} {'per sec':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    print(HEADER)
     for result in results:
         print(result.row())
 

@@ -57,6 +57,7 @@ from bot.mattermost.ledger import Ledger
 from bot.mattermost.outbox import Outbox
 from bot.mattermost.poster import Poster, attachment
 from bot.mattermost.rest import MattermostREST, status_of
+from bot.redaction import Redactor
 from bot.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,9 @@ class MattermostBackend(NonDrainingDispatch, ErrBot):
             self.outbox = Outbox(
                 workers=self.settings.opsroom_post_workers, on_unauthorized=self._suspect_token
             )
-            self._poster = Poster(self.rest, self.outbox)
+            self._poster = Poster(
+                self.rest, self.outbox, scrub=Redactor(self.settings.secrets).scrub
+            )
             self.connect_callback()
             self._dispatcher.start()
             self.stream = self._make_stream()

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
+import requests
 from mattermostdriver.exceptions import ResourceNotFound
 
 from bot.mattermost.rest import MattermostREST
@@ -17,6 +19,7 @@ from bot.mattermost.rest import MattermostREST
 log = logging.getLogger(__name__)
 
 MM_ID_LENGTH = 26
+GROUPS_TTL_SECONDS = 300  # group membership changes are picked up within five minutes
 
 
 def looks_like_id(text: str) -> bool:
@@ -38,6 +41,8 @@ class Directory:
         self._user_ids_by_name: dict[str, str] = {}
         self._channels: dict[str, dict[str, Any]] = {}
         self._direct_by_user: dict[str, str] = {}
+        self._groups: dict[str, tuple[float, frozenset[str]]] = {}
+        self._groups_unavailable = False
         self.teams: dict[str, dict[str, Any]] = {}
 
     # --- teams -----------------------------------------------------------------------------
@@ -97,6 +102,32 @@ class Directory:
             except UnknownIdentifier:
                 unknown.append(entry)
         return ids, unknown
+
+    def groups_of(self, user_id: str) -> frozenset[str]:
+        """Names of the user's Mattermost groups, cached for a few minutes. Empty when the
+        server has no groups (unlicensed) or does not answer: roles given to groups then
+        simply do not apply, which denies rather than grants."""
+        if self._groups_unavailable:
+            return frozenset()
+        cached = self._groups.get(user_id)
+        if cached and time.monotonic() - cached[0] < GROUPS_TTL_SECONDS:
+            return cached[1]
+        try:
+            names = frozenset(g["name"] for g in self.rest.user_groups(user_id))
+        except requests.HTTPError as exc:
+            status = getattr(exc.response, "status_code", None)
+            if status in (403, 404, 501):
+                log.warning("Mattermost groups unavailable (%s); group: roles do not apply", status)
+                self._groups_unavailable = True
+            else:
+                log.warning("could not read the groups of %s: %s", user_id, exc)
+            return frozenset()
+        except requests.RequestException as exc:
+            log.warning("could not read the groups of %s: %s", user_id, exc)
+            return frozenset()
+        with self._lock:
+            self._groups[user_id] = (time.monotonic(), names)
+        return names
 
     # --- channels --------------------------------------------------------------------------
     def remember_channel(self, channel: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ echoes and live progress messages.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -49,13 +50,18 @@ def attachment(
 class Poster:
     """Everything the bot writes to Mattermost. Thread-safe; every call returns futures.
 
-    Writes with the same ``order_key`` (by default: the channel) are delivered in the order
-    they were made, as people reading the channel expect.
+    Text is scrubbed of secrets before it leaves. Writes with the same ``order_key`` (by
+    default: the channel) are delivered in the order they were made, as people reading the
+    channel expect.
     """
 
-    def __init__(self, rest: MattermostREST, outbox: Outbox) -> None:
+    def __init__(
+        self, rest: MattermostREST, outbox: Outbox, scrub: Callable[[str], str] = str
+    ) -> None:
         self.rest = rest
         self.outbox = outbox
+        # Every text the bot writes passes here: secrets are scrubbed from all of it.
+        self.scrub = scrub
 
     def _pending_post_id(self) -> str:
         # Mattermost de-duplicates on this id, so a retried POST cannot post twice.
@@ -74,6 +80,7 @@ class Poster:
         """Post ``text`` (split when longer than Mattermost allows); one future per part,
         each resolving to the created post. ``props`` and files go with the last part."""
         key = order_key or channel_id
+        text = self.scrub(text)
         parts = split_message(text, POST_LIMIT) if text else [""]
         futures = []
         for index, part in enumerate(parts):
@@ -95,7 +102,7 @@ class Poster:
 
     def edit(self, post_id: str, text: str, order_key: str = "") -> Future:
         """Replace a post's text (live progress). Text beyond the limit is cut."""
-        body = {"message": split_message(text, POST_LIMIT)[0]}
+        body = {"message": split_message(self.scrub(text), POST_LIMIT)[0]}
         return self.outbox.submit(
             order_key or post_id, lambda: self.rest.patch_post(post_id, body), "edit"
         )
@@ -123,7 +130,7 @@ class Poster:
             info = self.rest.upload_file(channel_id, filename, content)
             body = {
                 "channel_id": channel_id,
-                "message": split_message(message, POST_LIMIT)[0],
+                "message": split_message(self.scrub(message), POST_LIMIT)[0],
                 "root_id": root_id,
                 "file_ids": [info["id"]],
                 "pending_post_id": self._pending_post_id(),

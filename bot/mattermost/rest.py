@@ -139,6 +139,10 @@ class MattermostREST:
     def users_by_usernames(self, usernames: list[str]) -> list[dict[str, Any]]:
         return self._client.post("/users/usernames", options=usernames)
 
+    def user_groups(self, user_id: str) -> list[dict[str, Any]]:
+        """The user's Mattermost groups (501 on servers whose licence has no groups)."""
+        return self.get(f"/users/{user_id}/groups")
+
     def my_teams(self) -> list[dict[str, Any]]:
         return self.get("/users/me/teams")
 

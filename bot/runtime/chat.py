@@ -74,11 +74,14 @@ def build_runtime(bot: Any) -> Runtime:
     )
 
 
-def principal_of(msg: Any) -> Principal:
-    """The asker, by immutable id (``aclattr``); the username is a label."""
-    person = msg.frm
+def principal_of(bot: Any, person: Any) -> Principal:
+    """Who someone is for the policy: the immutable id (``aclattr``), the username as a
+    label, and their Mattermost groups when the backend can tell."""
     name = getattr(person, "username", None) or str(getattr(person, "person", person))
-    return Principal(str(person.aclattr), name.lstrip("@"))
+    user_id = str(person.aclattr)
+    directory = getattr(bot, "directory", None)
+    groups = directory.groups_of(user_id) if directory is not None else frozenset()
+    return Principal(user_id, name.lstrip("@"), groups)
 
 
 def caller_for(bot: Any, msg: Any) -> Caller:
@@ -100,7 +103,7 @@ def caller_for(bot: Any, msg: Any) -> Caller:
             handle.add_done_callback(lambda done: done.exception() or callback(done.result()["id"]))
 
         return Caller(
-            principal_of(msg),
+            principal_of(bot, msg.frm),
             "chat",
             extras.get("channel_id", ""),
             extras.get("post_id", ""),
@@ -108,7 +111,9 @@ def caller_for(bot: Any, msg: Any) -> Caller:
             edit,
             on_posted,
         )
-    return Caller(principal_of(msg), "chat", say=lambda text: bot.send_simple_reply(msg, text))
+    return Caller(
+        principal_of(bot, msg.frm), "chat", say=lambda text: bot.send_simple_reply(msg, text)
+    )
 
 
 def run_from_chat(plugin: Any, spec: ActionSpec, msg: Any, args: str) -> None:

@@ -6,7 +6,6 @@ from errbot import BotPlugin, botcmd, cmdfilter
 
 from bot.runtime.actions import ACTION_ATTRIBUTE
 from bot.runtime.chat import principal_of, runtime_for
-from bot.runtime.policy import Principal
 from bot.runtime.runtime import render
 
 EXPIRY_CHECK_SECONDS = 5
@@ -51,7 +50,7 @@ class Runtime(BotPlugin):
         spec = self._spec(cmd)
         if not dry_run or spec is None:
             return msg, cmd, args
-        who = principal_of(msg)
+        who = principal_of(self._bot, msg.frm)
         policy = self.runtime.policy
         if policy.is_reader(who) and spec.risk == "read":
             return msg, cmd, args
@@ -68,7 +67,7 @@ class Runtime(BotPlugin):
     @botcmd
     def whoami(self, msg, args):
         """Show your identity and roles as the bot sees them."""
-        who = principal_of(msg)
+        who = principal_of(self._bot, msg.frm)
         roles = ", ".join(self.runtime.policy.roles_of(who)) or "none"
         return f"You are @{who.username} (user id `{who.user_id}`); roles: {roles}."
 
@@ -85,39 +84,38 @@ class Runtime(BotPlugin):
         spec = self._spec(words[1].replace(".", "_")) or self._spec(words[1])
         if spec is None:
             return f"⛔ no action named {words[1]}"
-        name = getattr(person, "username", str(person)).lstrip("@")
-        who = Principal(str(person.aclattr), name)
+        who = principal_of(self._bot, person)
+        name = who.username
         env = words[2] if len(words) > 2 else ""
         decision = self.runtime.policy.authorize(who, spec.name, spec.risk, env)
         verdict = "✅ yes" if decision.allowed else "⛔ no"
         return f"{verdict}: @{name} {spec.name}{' in ' + env if env else ''}: {decision.reason}"
 
-    @botcmd(name="why_denied")
+    @botcmd(name="why-denied")
     def why_denied(self, msg, args):
         """Explain your last denial."""
-        explanation = self.runtime.last_denial(principal_of(msg).user_id)
+        explanation = self.runtime.last_denial(principal_of(self._bot, msg.frm).user_id)
         return explanation or "You have not been denied anything since the bot started."
 
     # --- approvals -----------------------------------------------------------------------
     @botcmd
     def approve(self, msg, args):
         """Approve someone else's request: !approve <request id>."""
-        return self.runtime.decide(args.strip(), principal_of(msg), True)
+        return self.runtime.decide(args.strip(), principal_of(self._bot, msg.frm), True)
 
     @botcmd
     def confirm(self, msg, args):
         """Confirm your own request: !confirm <request id>."""
-        return self.runtime.decide(args.strip(), principal_of(msg), True)
+        return self.runtime.decide(args.strip(), principal_of(self._bot, msg.frm), True)
 
     @botcmd
     def reject(self, msg, args):
         """Reject (or withdraw) a request: !reject <request id>."""
-        return self.runtime.decide(args.strip(), principal_of(msg), False)
+        return self.runtime.decide(args.strip(), principal_of(self._bot, msg.frm), False)
 
     def callback_reaction(self, reaction):
         post_id = (reaction.reacted_to or {}).get("id", "")
-        reactor = reaction.reactor
-        who = Principal(str(reactor.aclattr), getattr(reactor, "username", str(reactor)))
+        who = principal_of(self._bot, reaction.reactor)
         answer = self.runtime.decide_by_reaction(post_id, who, reaction.reaction_name)
         channel = (reaction.reacted_to or {}).get("channel_id")
         if answer and channel:
@@ -150,7 +148,7 @@ class Runtime(BotPlugin):
     @botcmd
     def cancel(self, msg, args):
         """Cancel a running or queued job: !cancel <id>."""
-        return self.runtime.cancel(args.strip(), principal_of(msg))
+        return self.runtime.cancel(args.strip(), principal_of(self._bot, msg.frm))
 
     # --- audit ---------------------------------------------------------------------------
     @botcmd

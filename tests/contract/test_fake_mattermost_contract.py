@@ -20,6 +20,7 @@ import pytest
 import requests
 from mattermostdriver import Driver
 from mattermostdriver.exceptions import (
+    FeatureDisabled,
     InvalidOrMissingParameters,
     NoAccessTokenProvided,
     NotEnoughPermissions,
@@ -139,6 +140,13 @@ def test_driver_drives_every_route(world: World) -> None:
         world.bob["id"],
     }
     assert [t["name"] for t in d.teams.get_user_teams("me")] == ["ops"]
+    fm.add_group("sre", [world.alice])
+    assert [g["name"] for g in d.client.get(f"/users/{world.alice['id']}/groups")] == ["sre"]
+    assert d.client.get(f"/users/{world.bob['id']}/groups") == []
+    fm.groups_enabled = False
+    with pytest.raises(FeatureDisabled):
+        d.client.get(f"/users/{world.alice['id']}/groups")
+    fm.groups_enabled = True
     assert d.teams.get_team(world.team["id"])["name"] == "ops"
     assert d.teams.get_team_by_name("ops")["id"] == world.team["id"]
     assert d.channels.get_channel(ch["id"])["name"] == "deploys"

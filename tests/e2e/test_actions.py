@@ -24,7 +24,7 @@ def policy_file(tmp_path):
                 "protected_environments": ["production"],
                 "roles": {
                     "operator": {
-                        "members": ["@alice", "@bob"],
+                        "members": ["@alice", "group:sre"],
                         "grants": [{"action": "hold"}, {"action": "wipe"}],
                     },
                     "approver": {"members": ["@admin"], "approves": ["wipe"]},
@@ -36,7 +36,8 @@ def policy_file(tmp_path):
 
 
 @pytest.fixture
-def opsbot(make_bot, policy_file):
+def opsbot(fake_mm, world, make_bot, policy_file):
+    fake_mm.add_group("sre", [world.bob])  # bob is an operator through his group
     return make_bot(OPSROOM_POLICY=str(policy_file), OPSROOM_AUDIT_CHANNEL="~alpha/secret")
 
 
@@ -95,7 +96,7 @@ def test_denied_and_why(fake_mm, world, opsbot):
     fake_mm.post_as(world.admin, world.ops, "!hold staging")
     (denied,) = wait_until(lambda: bot_posts(fake_mm, world, world.ops))
     assert "needs role operator (you have: approver)" in denied["message"]
-    fake_mm.post_as(world.admin, world.ops, "!why denied")
+    fake_mm.post_as(world.admin, world.ops, "!why-denied")
     wait_until(lambda: len(bot_posts(fake_mm, world, world.ops)) == 2)
     assert "needs role operator" in bot_posts(fake_mm, world, world.ops)[1]["message"]
 
@@ -158,3 +159,35 @@ def test_kill_during_an_action_is_recorded_as_interrupted(fake_mm, world, make_b
     events = [json.loads(line)["event"] for line in exported.splitlines()]
     assert events == ["requested", "started", "interrupted"]
     assert audit(second, "verify").returncode == 0
+
+
+def test_help_hides_actions_the_asker_may_not_run(fake_mm, world, opsbot):
+    fake_mm.post_as(world.alice, world.ops, "!help")
+    fake_mm.post_as(world.admin, world.infra, "!help")
+    wait_until(lambda: len(fake_mm.posts_by(world.bot)) == 2)
+    alice_help = bot_posts(fake_mm, world, world.ops)[0]["message"]
+    admin_help = bot_posts(fake_mm, world, world.infra)[0]["message"]
+    assert "!hold" in alice_help and "!wipe" in alice_help
+    assert "!hold" not in admin_help and "!echo" in admin_help
+
+
+def test_group_membership_grants_and_cancel_stops_the_job(fake_mm, world, opsbot):
+    fake_mm.post_as(world.bob, world.ops, "!hold staging seconds=60")
+    (ack,) = wait_until(lambda: bot_posts(fake_mm, world, world.ops))
+    job_id = wait_until(
+        lambda: next(
+            (
+                w
+                for w in current(fake_mm, ack).replace("(", " ").replace(")", " ").split()
+                if w.startswith("J-")
+            ),
+            None,
+        ),
+        message="a job id",
+    )
+    fake_mm.post_as(world.admin, world.ops, f"!cancel {job_id}")
+    wait_until(lambda: len(bot_posts(fake_mm, world, world.ops)) == 2)
+    assert "may cancel" in bot_posts(fake_mm, world, world.ops)[1]["message"]
+    fake_mm.post_as(world.bob, world.ops, f"!cancel {job_id}")
+    wait_until(lambda: "cancelled" in current(fake_mm, ack), message="the cancelled echo")
+    assert "cancelled by @bob" in current(fake_mm, ack)

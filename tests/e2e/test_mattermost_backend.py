@@ -413,3 +413,10 @@ def test_outage_then_restart_catches_up_quiet_channels(fake_mm, world, make_bot)
     (answer,) = wait_reply(fake_mm, world)
     assert answer["message"] == "during outage"
     assert answer["channel_id"] == world.infra["id"]
+
+
+def test_secrets_are_scrubbed_from_every_reply(fake_mm, world, bot):
+    fake_mm.post_as(world.alice, world.ops, "!leak")
+    (answer,) = wait_reply(fake_mm, world)
+    assert "hunter2pass" not in answer["message"] and "abc123secretvalue" not in answer["message"]
+    assert "postgres://app:[REDACTED]@db" in answer["message"]

@@ -195,6 +195,7 @@ class FakeMattermost:
         Route("POST", "/api/v4/users/ids", "_get_users_by_ids"),
         Route("POST", "/api/v4/users/usernames", "_get_users_by_usernames"),
         Route("GET", "/api/v4/users/{user_id}/teams", "_get_user_teams"),
+        Route("GET", "/api/v4/users/{user_id}/groups", "_get_user_groups"),
         Route("GET", "/api/v4/teams/{team_id}", "_get_team"),
         Route("GET", "/api/v4/teams/name/{name}", "_get_team_by_name"),
         Route("GET", "/api/v4/users/{user_id}/teams/{team_id}/channels", "_get_user_channels"),
@@ -250,6 +251,8 @@ class FakeMattermost:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._users: dict[str, dict[str, Any]] = {}
+        self._groups: dict[str, dict[str, Any]] = {}  # id -> Group, with "members" ids
+        self.groups_enabled = True  # False: the server answers 501 (unlicensed feature)
         self._teams: dict[str, dict[str, Any]] = {}
         self._team_members: dict[str, set[str]] = {}
         self._channels: dict[str, dict[str, Any]] = {}
@@ -862,6 +865,18 @@ class FakeMattermost:
     def _get_user(self, ctx: _Ctx) -> tuple[int, Any]:
         return 200, self._path_user(ctx)
 
+    def _get_user_groups(self, ctx: _Ctx) -> tuple[int, Any]:
+        user = self._path_user(ctx)
+        if not self.groups_enabled:
+            return 501, self._app_error(
+                501, "api.ldap_groups.license_error", "Your license does not support groups."
+            )
+        return 200, [
+            {key: value for key, value in group.items() if key != "members"}
+            for group in self._groups.values()
+            if user["id"] in group["members"]
+        ]
+
     def _get_user_by_username(self, ctx: _Ctx) -> tuple[int, Any]:
         for user in self._users.values():
             if user["username"] == ctx.params["username"]:
@@ -1435,6 +1450,27 @@ class FakeMattermost:
             self._teams[team["id"]] = team
             self._team_members[team["id"]] = set()
             return copy.deepcopy(team)
+
+    def add_group(self, name: str, members: Iterable[Ref] = ()) -> dict[str, Any]:
+        """A custom user group (``group:<name>`` in Opsroom's policy) with these members."""
+        ids = {self._user(member)["id"] for member in members}
+        with self._lock:
+            at = now_ms()
+            group = {
+                "id": new_id(),
+                "name": name,
+                "display_name": name,
+                "description": "",
+                "source": "custom",
+                "remote_id": "",
+                "create_at": at,
+                "update_at": at,
+                "delete_at": 0,
+                "has_syncables": False,
+                "members": ids,
+            }
+            self._groups[group["id"]] = group
+        return {key: value for key, value in group.items() if key != "members"}
 
     def add_user(self, username: str, *, is_bot: bool = False) -> dict[str, Any]:
         with self._lock:

@@ -74,3 +74,14 @@ def test_attachment_maps_colour_names_and_fields():
     assert card["fields"] == [{"title": "env", "value": "prod", "short": True}]
     assert card["fallback"] == "Deploy"
     assert attachment(color="#123456")["color"] == "#123456"
+
+
+def test_every_text_is_scrubbed_before_it_leaves():
+    rest = RecordingREST()
+    outbox = Outbox(workers=1)
+    poster = Poster(rest, outbox, scrub=lambda text: text.replace("s3cret", "[REDACTED]"))
+    poster.post("c1", "pw s3cret").pop().result(5)
+    poster.edit("p1", "still s3cret").result(5)
+    poster.upload("c1", "f.txt", b"x", message="s3cret too").result(5)
+    outbox.close()
+    assert "s3cret" not in repr(rest.calls)

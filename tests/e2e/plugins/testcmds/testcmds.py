@@ -23,6 +23,11 @@ class TestCommands(BotPlugin):
         return f"```text\n{lines}\n```"
 
     @botcmd
+    def leak(self, msg, args):
+        """Reply with a line that contains credentials."""
+        return "connect with postgres://app:hunter2pass@db:5432/app and token=abc123secretvalue"
+
+    @botcmd
     def slow(self, msg, args):
         """Sleep for the given seconds, then answer."""
         time.sleep(float(args or "1"))

@@ -276,6 +276,16 @@ class Policy:
             missing_roles=tuple(granting),
         )
 
+    def grants_any(self, who: Principal, action: str) -> bool:
+        """Does any of the user's roles grant ``action`` somewhere? (What help shows.)"""
+        roles = set(self.roles_of(who))
+        return any(
+            fnmatch.fnmatchcase(action, grant.action)
+            for name, role in self.document.roles.items()
+            if name in roles
+            for grant in role.grants
+        )
+
     def can_approve(self, who: Principal, action: str) -> bool:
         return any(
             any(fnmatch.fnmatchcase(action, pattern) for pattern in role.approves)

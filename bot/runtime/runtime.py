@@ -161,6 +161,28 @@ class Runtime:
         else:
             self._ask(run, kind)
 
+    def deny_command(self, command: str, caller: Caller, reason: str) -> AuditRecord:
+        """Record a chat command (not an action) refused before it ran, e.g. admin-only."""
+        record = self.audit.append(
+            AuditEvent.DENIED,
+            action=command,
+            actor_id=caller.principal.user_id,
+            actor_name=caller.principal.username,
+            trigger=caller.trigger,
+            channel_id=caller.channel_id,
+            post_id=caller.post_id,
+            outcome=reason,
+            correlation_id=f"C-{secrets.token_hex(4)}",
+        )
+        self._denials[caller.principal.user_id] = (
+            f"`{self.prefix}{command}` was denied: {reason} (audit {record.id})"
+        )
+        return record
+
+    def invoke(self, spec: ActionSpec, plugin: Any, values: dict[str, Any], caller: Caller) -> None:
+        """Run an action programmatically (alert rules): validate, then as from chat."""
+        self.request(spec, plugin, spec.validate(values), caller)
+
     def refuse(self, spec: ActionSpec, plugin: Any, raw: str, caller: Caller, reason: str) -> None:
         """Record and answer a request whose arguments did not validate: nothing runs."""
         run = _Run(spec, plugin, {"arguments": raw}, caller, f"C-{secrets.token_hex(4)}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from errbot import BotPlugin, botcmd, cmdfilter
 
 from bot.runtime.actions import ACTION_ATTRIBUTE
-from bot.runtime.chat import principal_of, runtime_for
+from bot.runtime.chat import caller_for, principal_of, runtime_for
 from bot.runtime.runtime import render
 
 EXPIRY_CHECK_SECONDS = 5
@@ -44,25 +44,35 @@ class Runtime(BotPlugin):
 
     # --- identity and authorization ------------------------------------------------------
     @cmdfilter
-    def hide_unpermitted_actions(self, msg, cmd, args, dry_run):
-        """In help (a dry run) hide actions the asker holds no grant for at all; real runs
-        are authorized, with their arguments, by the runtime itself."""
-        spec = self._spec(cmd)
-        if not dry_run or spec is None:
+    def authorize(self, msg, cmd, args, dry_run):
+        """The one command filter: admin-only commands for admins, in direct messages;
+        actions are authorized with their arguments by the runtime itself. Help (a dry
+        run) hides what the asker may not run. Real refusals are audited."""
+        method = self._bot.all_commands.get(cmd)
+        if method is None:
             return msg, cmd, args
         who = principal_of(self._bot, msg.frm)
-        policy = self.runtime.policy
-        if policy.is_reader(who) and spec.risk == "read":
-            return msg, cmd, args
-        roles = set(policy.roles_of(who))
-        granted = any(
-            grant.action == spec.name or grant.allows(spec.name, env, {})
-            for name, role in policy.document.roles.items()
-            if name in roles
-            for grant in role.grants
-            for env in grant.environments
-        )
-        return (msg, cmd, args) if granted else (None, None, None)
+        if getattr(method, "_err_command_admin_only", False):
+            if who.user_id not in self.bot_config.BOT_ADMINS:
+                return self._deny(msg, cmd, "this command is for the bot's admins", dry_run)
+            if msg.is_group:
+                return self._deny(
+                    msg, cmd, "admin commands are only taken in a direct message", dry_run
+                )
+        spec = getattr(method, ACTION_ATTRIBUTE, None)
+        if dry_run and spec is not None:
+            policy = self.runtime.policy
+            readable = spec.risk == "read" and policy.is_reader(who)
+            if not readable and not policy.grants_any(who, spec.name):
+                return None, None, None
+        return msg, cmd, args
+
+    def _deny(self, msg, cmd, reason, dry_run):
+        if not dry_run:
+            caller = caller_for(self._bot, msg)
+            record = self.runtime.deny_command(cmd.replace("_", " "), caller, reason)
+            caller.say(f"⛔ denied: {reason} · audit {record.id}")
+        return None, None, None
 
     @botcmd
     def whoami(self, msg, args):

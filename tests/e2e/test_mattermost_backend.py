@@ -305,10 +305,14 @@ def test_cards_uploads_edits_and_reactions(fake_mm, world, bot):
 def test_admin_commands_are_admin_only_by_user_id(fake_mm, world, bot):
     fake_mm.post_as(world.alice, world.ops, "!adminonly")
     (denied,) = wait_reply(fake_mm, world)
-    assert "requires bot-admin privileges" in denied["message"]
+    assert "denied: this command is for the bot's admins" in denied["message"]
+    assert "audit A-" in denied["message"]
+    fake_mm.post_as(world.admin, world.ops, "!adminonly")
+    in_channel = wait_reply(fake_mm, world, 2)[-1]
+    assert "only taken in a direct message" in in_channel["message"]
     dm = fake_mm.direct_channel(world.admin, world.bot)
     fake_mm.post_as(world.admin, dm, "!adminonly")
-    allowed = wait_reply(fake_mm, world, 2)[-1]
+    allowed = wait_reply(fake_mm, world, 3)[-1]
     assert allowed["channel_id"] == dm["id"]
     assert allowed["message"] == "admin command ran"
 

@@ -1,26 +1,29 @@
 """Pytest helpers for testing Opsroom plugins on Errbot's test backend.
 
-Use them together with Errbot's own ``testbot`` fixture. A plugin's test module::
+Use them together with Errbot's own ``testbot`` fixture. Bring both fixtures in from a
+``conftest.py`` next to the tests (``examples/plugins/cache_flush/`` is a complete example)::
 
-    from pathlib import Path
-
+    # conftest.py
     from errbot.backends.test import testbot  # noqa: F401  (Errbot's fixture)
 
-    from bot.testing import audit_records, errbot_config, opsroom, plugin_dirs, pop_until
+    from bot.testing import opsroom  # noqa: F401  (autouse)
 
-    extra_plugin_dir = plugin_dirs(Path(__file__).parent)  # read by Errbot's testbot
-    extra_config = errbot_config()  # the test user is @alice (TEST_USER)
-    opsroom_policy = {"roles": {"flusher": {"members": ["@alice"], "grants": [...]}}}
+and configure the bot at the top of the test module, where Errbot's ``testbot`` and
+:func:`opsroom` read it::
+
+    extra_plugin_dir = plugin_dirs(Path(__file__).parent)  # your plugin + Opsroom's own
+    extra_config = errbot_config()  # messages come from TEST_USER, @alice
+    opsroom_policy = {"roles": {"flusher": {"members": [TEST_USER], "grants": [...]}}}
 
     def test_flush(testbot):
         testbot.push_message("!cache flush sessions in staging")
-        assert "succeeded" in pop_until(testbot, "succeeded")
+        assert "flushed" in pop_until(testbot, "succeeded")
 
 What each piece does:
 
-- :func:`opsroom` (an *autouse* fixture once imported into a test module) gives every test a
-  fresh ``OPSROOM_DATA_DIR`` under ``tmp_path`` (so a fresh audit log) and writes the
-  module's ``opsroom_policy`` dict to a YAML file named by ``OPSROOM_POLICY``, *before*
+- :func:`opsroom` (an *autouse* fixture, once imported into a conftest or test module) gives
+  every test a fresh ``OPSROOM_DATA_DIR`` under ``tmp_path`` (so a fresh audit log) and
+  writes the module's ``opsroom_policy`` dict to a YAML file named by ``OPSROOM_POLICY``, *before*
   Errbot's ``testbot`` starts, so the bot's runtime is built from them. Other ``OPSROOM_*``
   and ``MATTERMOST_*`` variables of the developer's shell are cleared for the test.
 - :func:`plugin_dirs` is the ``extra_plugin_dir`` to give Errbot: your plugin's folder plus
@@ -55,8 +58,7 @@ import yaml
 
 from bot.errbot_config import CORE_PLUGINS
 from bot.runtime.audit import AuditRecord
-from bot.runtime.chat import _ATTRIBUTE as RUNTIME_ATTRIBUTE
-from bot.runtime.chat import runtime_for
+from bot.runtime.chat import close_runtime, runtime_for
 from bot.runtime.runtime import Runtime
 from bot.settings import get_settings
 
@@ -219,14 +221,13 @@ def opsroom(
     get_settings.cache_clear()
 
 
-def stop_runtime(testbot: Any, wait: float = 5.0) -> None:
-    """Shut down the runtime the test bot built, if any: cancel its jobs (after ``wait``
-    seconds for running ones) and close its audit log. The :func:`opsroom` fixture does
-    this after each test that used ``testbot``."""
-    built = getattr(getattr(testbot, "bot", None), RUNTIME_ATTRIBUTE, None)
-    if isinstance(built, Runtime):
-        built.executor.shutdown(wait=wait)
-        built.audit.close()
+def stop_runtime(testbot: Any) -> None:
+    """Shut down the runtime the test bot built, if any: cancel its jobs and close its
+    audit log. The :func:`opsroom` fixture does this after each test that used
+    ``testbot``."""
+    bot = getattr(testbot, "bot", None)
+    if bot is not None:
+        close_runtime(bot)
 
 
 # --- talking to the bot ---------------------------------------------------------------------------

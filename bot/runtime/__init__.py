@@ -3,9 +3,20 @@
 from bot.runtime import Arg, Risk, action
 """
 
-from bot.runtime.actions import Arg
-from bot.runtime.chat import action
+from bot.runtime.actions import Arg, spec_of
+from bot.runtime.chat import action, close_runtime, runtime_for
 from bot.runtime.jobs import JobContext
-from bot.runtime.policy import Risk
+from bot.runtime.policy import Principal, Risk
+from bot.runtime.runtime import Caller
 
-__all__ = ["Arg", "JobContext", "Risk", "action"]
+__all__ = [
+    "Arg",
+    "Caller",
+    "JobContext",
+    "Principal",
+    "Risk",
+    "action",
+    "close_runtime",
+    "runtime_for",
+    "spec_of",
+]

@@ -1,7 +1,8 @@
 """The runtime's face in Errbot: one Runtime per bot, callers built from chat messages.
 
 Works on every Errbot backend. On Mattermost, progress is one message edited in place; on
-backends without edits (the terminal, Errbot's test backend) each update is a new message.
+backends without edits (the terminal, Errbot's test backend) progress is not shown and the
+result comes as a new message.
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ log = logging.getLogger(__name__)
 _ATTRIBUTE = "_opsroom_runtime"
 _build_lock = threading.Lock()
 EDIT_WAIT_SECONDS = 30
+
+
+def close_runtime(bot: Any) -> None:
+    """Stop the bot's runtime (jobs cancelled, audit log closed) and forget it."""
+    runtime = getattr(bot, _ATTRIBUTE, None)
+    if runtime is not None:
+        runtime.executor.shutdown(wait=1)
+        runtime.audit.close()
+        delattr(bot, _ATTRIBUTE)
 
 
 def runtime_for(bot: Any) -> Runtime:

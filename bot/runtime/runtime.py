@@ -78,8 +78,9 @@ class _Run:
         return self.spec.target_of(self.values)
 
     def command(self, prefix: str) -> str:
+        """The request as a command someone could type again."""
         words = " ".join(f"{key}={value}" for key, value in self.values.items())
-        return f"{prefix}{self.spec.name} {words}".strip()
+        return f"{prefix}{self.spec.name.replace('.', ' ')} {words}".strip()
 
 
 class Runtime:
@@ -319,11 +320,9 @@ class Runtime:
         run.job = job
         with self._lock:
             self._runs[job.id] = run
-        position = job.queue_position
-        waiting = f", queued ({position} ahead)" if position else ""
         if run.handle is None:
             run.handle = run.caller.say(
-                self._echo(f"⏳ `{run.command(self.prefix)}` accepted as job {job.id}{waiting}")
+                self._echo(f"⏳ `{run.command(self.prefix)}` accepted as job {job.id}")
             )
 
     def _update(self, run: _Run, text: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -175,16 +176,8 @@ def test_group_membership_grants_and_cancel_stops_the_job(fake_mm, world, opsbot
     fake_mm.post_as(world.bob, world.ops, "!hold staging seconds=60")
     (ack,) = wait_until(lambda: bot_posts(fake_mm, world, world.ops))
     job_id = wait_until(
-        lambda: next(
-            (
-                w
-                for w in current(fake_mm, ack).replace("(", " ").replace(")", " ").split()
-                if w.startswith("J-")
-            ),
-            None,
-        ),
-        message="a job id",
-    )
+        lambda: re.search(r"J-[0-9A-F]{5}", current(fake_mm, ack)), message="a job id"
+    ).group(0)
     fake_mm.post_as(world.admin, world.ops, f"!cancel {job_id}")
     wait_until(lambda: len(bot_posts(fake_mm, world, world.ops)) == 2)
     assert "may cancel" in bot_posts(fake_mm, world, world.ops)[1]["message"]

@@ -2,6 +2,7 @@
 # ruff: noqa: F811  (the fixtures imported below are redefined as test arguments)
 
 import logging
+import re
 from datetime import timedelta
 from pathlib import Path
 from queue import Empty
@@ -193,3 +194,19 @@ def test_stop_runtime_shuts_the_job_pool_and_the_audit_log(testbot):
     with pytest.raises(ExecutorClosed):
         built.executor.submit(lambda ctx: None, name="late")
     stop_runtime(object())  # a bot that built no runtime: nothing to do
+
+
+# --- docs/plugin-authoring.md shows the real files ---------------------------------------------
+def test_every_code_block_of_the_authoring_guide_is_copied_from_the_example():
+    guide = (ROOT / "docs" / "plugin-authoring.md").read_text(encoding="utf-8")
+    sources = [
+        path.read_text(encoding="utf-8")
+        for path in [*EXAMPLE_PLUGIN.iterdir(), ROOT / "examples" / "policy.yaml"]
+        if path.is_file() and path.suffix in (".py", ".plug", ".yaml")
+    ]
+    blocks = re.findall(r"^```(python|ini|yaml)\n(.*?)^```", guide, flags=re.M | re.S)
+    assert len(blocks) >= 6
+    for language, block in blocks:
+        assert any(block in source for source in sources), (
+            f"{language} block not in sources:\n{block}"
+        )

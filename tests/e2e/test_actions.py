@@ -184,3 +184,31 @@ def test_group_membership_grants_and_cancel_stops_the_job(fake_mm, world, opsbot
     fake_mm.post_as(world.bob, world.ops, f"!cancel {job_id}")
     wait_until(lambda: "cancelled" in current(fake_mm, ack), message="the cancelled echo")
     assert "cancelled by @bob" in current(fake_mm, ack)
+
+
+def test_can_whoami_and_audit_in_chat(fake_mm, world, opsbot):
+    def ask(text, count):
+        fake_mm.post_as(world.alice, world.ops, text)
+        return wait_until(
+            lambda: (
+                len(bot_posts(fake_mm, world, world.ops)) >= count
+                and bot_posts(fake_mm, world, world.ops)[count - 1]["message"]
+            ),
+            message=text,
+        )
+
+    assert "yes" in ask("!can @bob hold staging", 1)  # through his group
+    assert "no" in ask("!can @admin hold staging", 2) and "needs role operator" in ask(
+        "!can @admin hold staging", 3
+    )
+    whoami = ask("!whoami", 4)
+    assert world.alice["id"] in whoami and "operator" in whoami
+    ask("!hold staging seconds=0.1", 5)
+    wait_until(lambda: "succeeded" in current(fake_mm, bot_posts(fake_mm, world, world.ops)[4]))
+    last = ask("!audit last 3", 6)
+    assert "| requested | hold |" in last and "| succeeded | hold |" in last
+    record_id = re.search(r"A-\d{6}", last).group(0)
+    shown = ask(f"!audit show {record_id}", 7)
+    assert f'"id":"{record_id}"' in shown.replace(" ", "")
+    assert "audit log OK" in ask("!audit verify", 8)
+    assert SECRET not in opsbot.log()

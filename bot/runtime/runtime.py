@@ -39,6 +39,7 @@ ICONS = {
     AuditEvent.INTERRUPTED: "⚠️",
 }
 MAX_RESULT_CHARS = 3000
+ACK_WAIT_SECONDS = 10
 
 
 @dataclass
@@ -72,6 +73,9 @@ class _Run:
     handle: Any = None
     job: Job | None = None
     started: float = field(default_factory=time.monotonic)
+    # Set once the first message about the run exists: updates wait for it, so a job that
+    # ends at once cannot have its result overtaken by its own acknowledgement.
+    acked: threading.Event = field(default_factory=threading.Event)
 
     @property
     def target(self) -> str:
@@ -320,13 +324,17 @@ class Runtime:
         run.job = job
         with self._lock:
             self._runs[job.id] = run
-        if run.handle is None:
-            run.handle = run.caller.say(
-                self._echo(f"⏳ `{run.command(self.prefix)}` accepted as job {job.id}")
-            )
+        try:
+            if run.handle is None:
+                run.handle = run.caller.say(
+                    self._echo(f"⏳ `{run.command(self.prefix)}` accepted as job {job.id}")
+                )
+        finally:
+            run.acked.set()
 
     def _update(self, run: _Run, text: str) -> None:
         text = self.redactor.scrub(text)
+        run.acked.wait(ACK_WAIT_SECONDS)
         if run.handle is not None and run.caller.edit is not None:
             run.caller.edit(run.handle, text)
 
@@ -345,6 +353,7 @@ class Runtime:
             duration = int((job.finished_at - job.started_at).total_seconds() * 1000)
         record = self.record(event, run, outcome[:MAX_RESULT_CHARS], duration_ms=duration)
         text = self._echo(render(record, self.prefix, run.command(self.prefix)))
+        run.acked.wait(ACK_WAIT_SECONDS)
         if run.handle is not None and run.caller.edit is not None:
             run.caller.edit(run.handle, text)
         else:

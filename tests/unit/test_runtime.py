@@ -247,3 +247,16 @@ def test_recover_marks_unfinished_actions_interrupted(runtime):
     assert [r.event for r in interrupted] == [AuditEvent.INTERRUPTED]
     assert interrupted[0].action == "slow" and interrupted[0].trigger == "startup"
     assert runtime.audit.verify().ok
+
+
+def test_a_job_that_ends_at_once_does_not_race_its_acknowledgement(runtime):
+    class SlowChat(Chat):
+        def say(self, text):
+            time.sleep(0.3)  # the job finishes while the acknowledgement is being posted
+            return super().say(text)
+
+    chat, plugin = SlowChat(), Ops()
+    runtime.request(DEPLOY, plugin, {"app": "api", "env": "staging"}, chat.caller())
+    wait_event(runtime, AuditEvent.SUCCEEDED)
+    chat.wait_for("succeeded")
+    assert len(chat.messages) == 1 and "succeeded" in chat.messages[0]

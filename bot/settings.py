@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     opsroom_reconnect_max_delay: Duration = Field(timedelta(seconds=60))
     opsroom_post_workers: int = Field(8, ge=1, le=64)
     opsroom_extra_plugin_dirs: StrList = Field(default_factory=list)
+    opsroom_redact_env: StrList = Field(
+        default_factory=list, description="env variables whose values are secrets"
+    )
     opsroom_policy: Path | None = Field(None, description="YAML policy: roles and grants")
     opsroom_audit_channel: str | None = Field(None, description="e.g. ~ops-audit")
     opsroom_job_workers: int = Field(16, ge=1, le=256)
@@ -166,8 +169,10 @@ class Settings(BaseSettings):
 
     @property
     def secrets(self) -> list[str]:
-        """Values that must never appear in logs or chat."""
-        return [self.token] if self.token else []
+        """Values that must never appear in logs, chat or the audit log: the token and the
+        values of the variables named in ``OPSROOM_REDACT_ENV``."""
+        values = [self.token, *(os.environ.get(name, "") for name in self.opsroom_redact_env)]
+        return [value for value in values if value]
 
     def driver_options(self) -> dict[str, object]:
         """Options for ``mattermostdriver.Driver`` derived from ``MATTERMOST_URL``."""

@@ -152,3 +152,11 @@ def test_check_config_validates_the_policy_file(tmp_path):
     policy.write_text("roles:\n  deployer:\n    grants:\n      - action: deploy\n")
     ok = run_cli("check-config", env={"OPSROOM_POLICY": str(policy)}, cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_values_of_named_variables_are_secrets(monkeypatch):
+    monkeypatch.setenv("MATTERMOST_URL", "http://127.0.0.1:8065")
+    monkeypatch.setenv("MATTERMOST_TOKEN", "tok-123456")
+    monkeypatch.setenv("JENKINS_TOKEN", "jenkins-abcdef")
+    monkeypatch.setenv("OPSROOM_REDACT_ENV", "JENKINS_TOKEN, UNSET_VARIABLE")
+    assert load_settings().secrets == ["tok-123456", "jenkins-abcdef"]

@@ -20,7 +20,7 @@ from bot.runtime.actions import ACTION_ATTRIBUTE, ActionArgumentError, ActionSpe
 from bot.runtime.audit import FILENAME as AUDIT_FILENAME
 from bot.runtime.audit import AuditStore
 from bot.runtime.jobs import JobExecutor
-from bot.runtime.policy import Policy, PolicyDocument, Principal, Risk
+from bot.runtime.policy import Policy, PolicyDocument, Principal
 from bot.runtime.runtime import Caller, Runtime
 from bot.settings import get_settings
 
@@ -138,30 +138,15 @@ def run_from_chat(plugin: Any, spec: ActionSpec, msg: Any, args: str) -> None:
     runtime.request(spec, plugin, values, caller)
 
 
-def action(
-    name: str | None = None,
-    *,
-    risk: Risk = Risk.READ,
-    target: str | None = None,
-    timeout: float = 600.0,
-    confirm: bool | None = None,
-    approval: bool | None = None,
-    lock: str = "queue",
-) -> Any:
+def action(name: str | None = None, **options: Any) -> Any:
     """Declare a plugin method as an action and a chat command (``!name args``).
 
     The method is ``def name(self, ctx, <typed parameters>)`` and runs as a job; what it
-    returns is the result shown in the channel. See ``docs/plugin-authoring.md``.
+    returns is the result shown in the channel. The options (``risk``, ``target``,
+    ``timeout``, ``confirm``, ``approval``, ``lock``) are those of
+    :func:`bot.runtime.actions.declare`; see ``docs/plugin-authoring.md``.
     """
-    declaration = declare(
-        name,
-        risk=risk,
-        target=target,
-        timeout=timeout,
-        confirm=confirm,
-        approval=approval,
-        lock=lock,
-    )
+    declaration = declare(name, **options)
 
     def decorate(func: Any) -> Any:
         spec: ActionSpec = getattr(declaration(func), ACTION_ATTRIBUTE)

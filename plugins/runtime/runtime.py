@@ -9,6 +9,19 @@ from bot.runtime.chat import caller_for, principal_of, runtime_for
 from bot.runtime.runtime import render
 
 EXPIRY_CHECK_SECONDS = 5
+
+
+def markdown_table(headers: tuple[str, ...], rows: list[tuple[object, ...]]) -> str:
+    """A Markdown table; pipes and newlines inside cells are neutralised."""
+
+    def cell(value: object) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 SHUTDOWN_GRACE_SECONDS = 10
 
 
@@ -138,13 +151,10 @@ class Runtime(BotPlugin):
         jobs = self.runtime.jobs()
         if not jobs:
             return "No jobs are running."
-        lines = ["| job | action | target | status | progress |", "|---|---|---|---|---|"]
-        for job in jobs:
-            lines.append(
-                f"| {job.id} | {job.name} | {job.target or ''} | {job.status} | "
-                f"{job.progress or ''} |"
-            )
-        return "\n".join(lines)
+        return markdown_table(
+            ("job", "action", "target", "status", "progress"),
+            [(j.id, j.name, j.target or "", j.status, j.progress or "") for j in jobs],
+        )
 
     @botcmd
     def job(self, msg, args):
@@ -171,16 +181,21 @@ class Runtime(BotPlugin):
         records = self.runtime.audit.last(count)
         if not records:
             return "The audit log is empty."
-        lines = [
-            "| id | time | event | action | target | who | outcome |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for r in records:
-            lines.append(
-                f"| {r.id} | {r.time} | {r.event.value} | {r.action} | {r.target} | "
-                f"{'@' + r.actor_name if r.actor_name else r.trigger} | {r.outcome[:80]} |"
-            )
-        return "\n".join(lines)
+        return markdown_table(
+            ("id", "time", "event", "action", "target", "who", "outcome"),
+            [
+                (
+                    r.id,
+                    r.time,
+                    r.event.value,
+                    r.action,
+                    r.target,
+                    f"@{r.actor_name}" if r.actor_name else r.trigger,
+                    r.outcome[:80],
+                )
+                for r in records
+            ],
+        )
 
     @botcmd
     def audit_show(self, msg, args):

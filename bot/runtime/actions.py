@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -88,13 +89,14 @@ class ActionSpec:
     name: str
     func: Callable[..., Any]
     params: tuple[Param, ...]
-    risk: Risk
-    target: str | None  # name of the parameter holding the environment or target
-    timeout: float
-    confirm: bool | None  # None: confirm change actions on protected environments
-    approval: bool | None  # None: dangerous actions need a second person's approval
-    lock: str  # "queue" or "refuse" a second run on a busy target
-    summary: str
+    target: str | None = None  # name of the parameter holding the target (locks, policy)
+    summary: str = ""
+    risk: Risk = Risk.READ
+    environment: Callable[[Any, Mapping[str, Any]], str] | None = None  # for the policy
+    timeout: float = 600.0
+    confirm: bool | None = None  # None: confirm change actions on protected environments
+    approval: bool | None = None  # None: dangerous actions need a second person's approval
+    lock: str = "queue"  # "queue" or "refuse" a second run on a busy target
 
     # --- arguments -------------------------------------------------------------------------
     def usage(self, prefix: str = "!") -> str:
@@ -152,6 +154,12 @@ class ActionSpec:
     def target_of(self, values: Mapping[str, Any]) -> str:
         return str(values.get(self.target, "")) if self.target else ""
 
+    def environment_of(self, plugin: Any, values: Mapping[str, Any]) -> str:
+        """The environment the policy decides on: derived, or the target's value."""
+        if self.environment is not None:
+            return self.environment(plugin, values)
+        return self.target_of(values)
+
     def digest(self, values: Mapping[str, Any]) -> str:
         """A hash of the action and its exact arguments: what an approval is bound to."""
         canonical = json.dumps(
@@ -165,19 +173,32 @@ def declare(
     *,
     risk: Risk = Risk.READ,
     target: str | None = None,
+    environment: Callable[[Any, Mapping[str, Any]], str] | None = None,
     timeout: float = 600.0,
     confirm: bool | None = None,
     approval: bool | None = None,
     lock: str = "queue",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Attach an ActionSpec to a function (``bot.runtime.action`` also makes it a chat
-    command; this is the chat-free part)."""
+    command; this is the chat-free part).
+
+    ``target`` names the parameter whose value is locked (one job per target at a time)
+    and, unless ``environment`` is given, the environment the policy decides on.
+    ``environment(plugin, values)`` derives that environment otherwise (for instance the
+    environment of the hosts a selector names).
+    """
     if lock not in ("queue", "refuse"):
         raise ValueError("lock must be 'queue' or 'refuse'")
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        spec = build_spec(
-            func, name or func.__name__, risk, target, timeout, confirm, approval, lock
+        spec = dataclasses.replace(
+            build_spec(func, name or func.__name__, target),
+            risk=risk,
+            environment=environment,
+            timeout=timeout,
+            confirm=confirm,
+            approval=approval,
+            lock=lock,
         )
         setattr(func, ACTION_ATTRIBUTE, spec)
         return func
@@ -185,17 +206,9 @@ def declare(
     return decorate
 
 
-def build_spec(
-    func: Callable[..., Any],
-    name: str,
-    risk: Risk,
-    target: str | None,
-    timeout: float,
-    confirm: bool | None,
-    approval: bool | None,
-    lock: str,
-) -> ActionSpec:
-    """Read the parameters of ``func(self, ctx, ...)`` into an ActionSpec."""
+def build_spec(func: Callable[..., Any], name: str, target: str | None = None) -> ActionSpec:
+    """Read the parameters of ``func(self, ctx, ...)`` into an ActionSpec (defaults for
+    everything the signature does not say)."""
     hints = typing.get_type_hints(func, include_extras=True)
     signature = inspect.signature(func)
     params = []
@@ -214,18 +227,7 @@ def build_spec(
     if target and target not in {param.name for param in params}:
         raise TypeError(f"action {name}: target {target!r} is not one of its parameters")
     summary = (inspect.getdoc(func) or "").split("\n", 1)[0]
-    return ActionSpec(
-        name=name,
-        func=func,
-        params=tuple(params),
-        risk=risk,
-        target=target,
-        timeout=timeout,
-        confirm=confirm,
-        approval=approval,
-        lock=lock,
-        summary=summary,
-    )
+    return ActionSpec(name=name, func=func, params=tuple(params), target=target, summary=summary)
 
 
 def spec_of(func: Callable[..., Any]) -> ActionSpec | None:

@@ -81,6 +81,10 @@ class _Run:
     def target(self) -> str:
         return self.spec.target_of(self.values)
 
+    @property
+    def environment(self) -> str:
+        return self.spec.environment_of(self.plugin, self.values)
+
     def command(self, prefix: str) -> str:
         """The request as a command someone could type again."""
         words = " ".join(f"{key}={value}" for key, value in self.values.items())
@@ -152,7 +156,7 @@ class Runtime:
         run = _Run(spec, plugin, values, caller, correlation_id=f"C-{secrets.token_hex(4)}")
         self.record(AuditEvent.REQUESTED, run)
         who = caller.principal
-        decision = self.policy.authorize(who, spec.name, spec.risk, run.target, values)
+        decision = self.policy.authorize(who, spec.name, spec.risk, run.environment, values)
         if not decision.allowed:
             denied = self.record(AuditEvent.DENIED, run, decision.reason)
             self._denials[who.user_id] = (
@@ -160,7 +164,7 @@ class Runtime:
             )
             caller.say(self._echo(f"⛔ denied: {decision.reason} · audit {denied.id}"))
             return
-        kind = self._gate(spec, run.target)
+        kind = self._gate(spec, run.environment)
         if kind is None:
             self._start(run)
         else:
@@ -239,7 +243,7 @@ class Runtime:
             )
         else:
             text = (
-                f"❓ {who}, `{run.command(self.prefix)}` touches protected {run.target}. "
+                f"❓ {who}, `{run.command(self.prefix)}` touches protected {run.environment}. "
                 f"Confirm with `{self.prefix}confirm {request.id}` or 👍 within {minutes} min "
                 f"(`{self.prefix}reject {request.id}` or 👎 to drop it) · audit {record.id}"
             )
@@ -367,7 +371,7 @@ class Runtime:
         allowed = run is not None and (
             run.caller.principal.user_id == who.user_id
             or self.policy.authorize(
-                who, run.spec.name, run.spec.risk, run.target, run.values
+                who, run.spec.name, run.spec.risk, run.environment, run.values
             ).allowed
         )
         if not allowed:

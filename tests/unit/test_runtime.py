@@ -48,8 +48,19 @@ class Ops:
             ctx.wait(0.05)
         self.ran.append(("slow", env))
 
+    @action(
+        "restart",
+        risk=Risk.CHANGE,
+        target="host",
+        environment=lambda plugin, values: values["host"].split("-")[0],
+    )
+    def restart(self, ctx, host: str):
+        """Restart a host: its environment is the host name's prefix."""
+        self.ran.append(("restart", host))
+
 
 DEPLOY, DROP, SLOW = spec_of(Ops.deploy), spec_of(Ops.drop), spec_of(Ops.slow)
+RESTART = spec_of(Ops.restart)
 
 
 class Chat:
@@ -260,3 +271,24 @@ def test_a_job_that_ends_at_once_does_not_race_its_acknowledgement(runtime):
     wait_event(runtime, AuditEvent.SUCCEEDED)
     chat.wait_for("succeeded")
     assert len(chat.messages) == 1 and "succeeded" in chat.messages[0]
+
+
+def test_policy_decides_on_the_derived_environment(runtime):
+    runtime.policy = Policy.from_mapping(
+        {
+            "roles": {
+                "ops": {
+                    "members": ["@alice"],
+                    "grants": [{"action": "restart", "environments": ["staging"]}],
+                }
+            }
+        },
+        IDS.get,
+    )
+    chat, plugin = Chat(), Ops()
+    runtime.request(RESTART, plugin, {"host": "production-web1"}, chat.caller())
+    assert "restart in production is not granted" in chat.messages[0]
+    runtime.request(RESTART, plugin, {"host": "staging-web1"}, chat.caller())
+    wait_event(runtime, AuditEvent.SUCCEEDED)
+    assert plugin.ran == [("restart", "staging-web1")]
+    assert runtime.audit.last(1)[0].target == "staging-web1"  # the lock and record target

@@ -36,10 +36,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from bot.settings import parse_duration
+from bot.yamlconfig import load_yaml, validate
 
 
 class Risk(StrEnum):
@@ -190,13 +190,7 @@ class Policy:
     @classmethod
     def load(cls, path: Path, resolve_user: Callable[[str], str | None] = lambda n: None) -> Policy:
         """Read and validate a policy file; errors name the file, the key and the problem."""
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except OSError as exc:
-            raise PolicyError(f"{path}: cannot read: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise PolicyError(f"{path}: not valid YAML: {exc}") from None
-        return cls.from_mapping(raw, resolve_user, source=str(path))
+        return cls.from_mapping(load_yaml(path, PolicyError), resolve_user, source=str(path))
 
     @classmethod
     def from_mapping(
@@ -205,15 +199,7 @@ class Policy:
         resolve_user: Callable[[str], str | None] = lambda n: None,
         source: str = "<policy>",
     ) -> Policy:
-        try:
-            document = PolicyDocument.model_validate(raw)
-        except ValidationError as exc:
-            problems = []
-            for error in exc.errors():
-                key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-                problems.append(f"{source}: {key}: {error['msg'].removeprefix('Value error, ')}")
-            raise PolicyError("\n".join(problems)) from None
-        return cls(document, resolve_user, source)
+        return cls(validate(PolicyDocument, raw, source, PolicyError), resolve_user, source)
 
     # --- questions -------------------------------------------------------------------------
     def roles_of(self, who: Principal) -> list[str]:

@@ -148,7 +148,7 @@ def test_check_config_validates_the_policy_file(tmp_path):
     policy.write_text("roles:\n  deployer:\n    grants:\n      - environments: [staging]\n")
     bad = run_cli("check-config", env={"OPSROOM_POLICY": str(policy)}, cwd=tmp_path)
     assert bad.returncode == 2
-    assert f"{policy}: roles.deployer.grants.0.action: Field required" in bad.stderr
+    assert f"{policy}: roles.deployer.grants.0.action: required key is missing" in bad.stderr
     policy.write_text("roles:\n  deployer:\n    grants:\n      - action: deploy\n")
     ok = run_cli("check-config", env={"OPSROOM_POLICY": str(policy)}, cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr

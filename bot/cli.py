@@ -11,6 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 from bot import redaction
+from bot.inventory import Inventory, InventoryError
 from bot.runtime.audit_cli import add_audit_commands
 from bot.runtime.policy import Policy, PolicyError
 from bot.settings import Settings, SettingsError, get_settings
@@ -65,12 +66,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _check_policy(settings: Settings) -> None:
-    """Validate the policy file's shape now (names are resolved once connected)."""
+    """Validate the policy and inventory files now (names are resolved once connected)."""
     if settings.opsroom_policy:
         try:
             Policy.load(settings.opsroom_policy)
         except PolicyError as exc:
             raise SettingsError(f"invalid policy:\n{exc}") from None
+    if settings.opsroom_inventory:
+        try:
+            Inventory.load(settings.opsroom_inventory)
+        except InventoryError as exc:
+            raise SettingsError(f"invalid inventory:\n{exc}") from None
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

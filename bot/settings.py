@@ -99,6 +99,9 @@ class Settings(BaseSettings):
         default_factory=list, description="env variables whose values are secrets"
     )
     opsroom_policy: Path | None = Field(None, description="YAML policy: roles and grants")
+    opsroom_inventory: Path | None = Field(
+        None, description="YAML inventory of hosts, services, recipes and deploys"
+    )
     opsroom_audit_channel: str | None = Field(None, description="e.g. ~ops-audit")
     opsroom_job_workers: int = Field(16, ge=1, le=256)
 

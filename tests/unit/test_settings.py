@@ -160,3 +160,11 @@ def test_values_of_named_variables_are_secrets(monkeypatch):
     monkeypatch.setenv("JENKINS_TOKEN", "jenkins-abcdef")
     monkeypatch.setenv("OPSROOM_REDACT_ENV", "JENKINS_TOKEN, UNSET_VARIABLE")
     assert load_settings().secrets == ["tok-123456", "jenkins-abcdef"]
+
+
+def test_check_config_validates_the_inventory_file(tmp_path):
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text("environments:\n  staging:\n    hosts:\n      web1: {port: 22}\n")
+    bad = run_cli("check-config", env={"OPSROOM_INVENTORY": str(inventory)}, cwd=tmp_path)
+    assert bad.returncode == 2
+    assert f"{inventory}: environments.staging.hosts.web1.address" in bad.stderr

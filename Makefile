@@ -20,6 +20,13 @@ check-config: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	@# The SSH tests run real OpenSSH sshd processes on loopback (tests/ssh).
+	@if [ ! -x /usr/sbin/sshd ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y --no-install-recommends openssh-server; \
+	  else echo "openssh-server is not installed and we are not root: the SSH tests will skip"; fi; \
+	fi
 	$(BIN)/pytest
 
 lint: $(STAMP)

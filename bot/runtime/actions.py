@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -52,6 +53,7 @@ class Arg:
 
     help: str = ""
     after: str = ""  # a word that introduces this parameter in chat ("to", "on")
+    keywords: bool = False  # collects every other name=value pair into a dict
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,8 @@ class Param:
         return TypeAdapter(self.annotation)
 
     def validate(self, value: Any) -> Any:
-        if isinstance(value, str) and len(value) > MAX_ARGUMENT_LENGTH:
+        values = value.values() if isinstance(value, dict) else [value]
+        if any(isinstance(v, str) and len(v) > MAX_ARGUMENT_LENGTH for v in values):
             raise ActionArgumentError(f"{self.name}: longer than {MAX_ARGUMENT_LENGTH} characters")
         try:
             return self.adapter.validate_python(value)
@@ -76,6 +79,8 @@ class Param:
             raise ActionArgumentError(f"{self.name}: {message} (got {value!r})") from None
 
     def describe(self) -> str:
+        if self.arg.keywords:
+            return "[name=value ...]"
         shown = f"<{self.name}>"
         if self.arg.after:
             shown = f"{self.arg.after} {shown}"
@@ -110,15 +115,21 @@ class ActionSpec:
         except ValueError as exc:
             raise ActionArgumentError(f"cannot read the arguments: {exc}") from None
         by_word = {param.arg.after: param for param in self.params if param.arg.after}
+        keywords = next((param for param in self.params if param.arg.keywords), None)
         by_name = {param.name: param for param in self.params}
         raw: dict[str, Any] = {}
-        positional = [param for param in self.params if not param.arg.after]
+        positional = [p for p in self.params if not p.arg.after and not p.arg.keywords]
         index = 0
         while index < len(tokens):
             token = tokens[index]
             name, eq, value = token.partition("=")
-            if eq and name in by_name:
+            if eq and name in by_name and not by_name[name].arg.keywords:
                 self._bind(raw, by_name[name], value)
+            elif eq and keywords is not None:
+                collected = raw.setdefault(keywords.name, {})
+                if name in collected:
+                    raise ActionArgumentError(f"{name} given twice")
+                collected[name] = value
             elif token in by_word and index + 1 < len(tokens):
                 index += 1
                 self._bind(raw, by_word[token], tokens[index])
@@ -148,7 +159,7 @@ class ActionSpec:
             elif param.required:
                 raise ActionArgumentError(f"missing {param.name}")
             else:
-                result[param.name] = param.default
+                result[param.name] = copy.copy(param.default)  # never share a mutable default
         return result
 
     def target_of(self, values: Mapping[str, Any]) -> str:

@@ -156,7 +156,14 @@ class Runtime:
         run = _Run(spec, plugin, values, caller, correlation_id=f"C-{secrets.token_hex(4)}")
         self.record(AuditEvent.REQUESTED, run)
         who = caller.principal
-        decision = self.policy.authorize(who, spec.name, spec.risk, run.environment, values)
+        try:
+            environment = run.environment
+        except ValueError as exc:  # the action's own checks (unknown host, bad parameter)
+            denied = self.record(AuditEvent.DENIED, run, str(exc))
+            self._denials[who.user_id] = f"`{run.command(self.prefix)}` was refused: {exc}"
+            caller.say(self._echo(f"⛔ {exc} · nothing was run · audit {denied.id}"))
+            return
+        decision = self.policy.authorize(who, spec.name, spec.risk, environment, values)
         if not decision.allowed:
             denied = self.record(AuditEvent.DENIED, run, decision.reason)
             self._denials[who.user_id] = (
@@ -164,7 +171,7 @@ class Runtime:
             )
             caller.say(self._echo(f"⛔ denied: {decision.reason} · audit {denied.id}"))
             return
-        kind = self._gate(spec, run.environment)
+        kind = self._gate(spec, environment)
         if kind is None:
             self._start(run)
         else:

@@ -99,3 +99,29 @@ def test_declaration_mistakes_fail_at_import():
         @action(target="env")
         def no_env(self, ctx, thing: str):
             pass
+
+
+def test_keyword_parameters_collect_name_value_pairs():
+    class Recipes:
+        @action("run", risk=Risk.CHANGE)
+        def run(
+            self,
+            ctx,
+            recipe: str,
+            selector: Annotated[str, Arg(after="on")],
+            params: Annotated[dict[str, str], Arg(keywords=True)] = {},  # noqa: B006
+        ):
+            """Run a recipe."""
+
+    spec = spec_of(Recipes.run)
+    assert spec.usage() == "!run <recipe> on <selector> [name=value ...]"
+    assert spec.parse("tail-log on web1 lines=50 service=api") == {
+        "recipe": "tail-log",
+        "selector": "web1",
+        "params": {"lines": "50", "service": "api"},
+    }
+    assert spec.parse("disk-usage on web1")["params"] == {}
+    with pytest.raises(ActionArgumentError, match="lines given twice"):
+        spec.parse("tail-log on web1 lines=1 lines=2")
+    with pytest.raises(ActionArgumentError, match="longer than 512"):
+        spec.parse("tail-log on web1 lines=" + "9" * 600)

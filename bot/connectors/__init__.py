@@ -1,0 +1,1 @@
+"""Connectors: thin, typed, chat-free clients for the systems actions act on."""

@@ -5,11 +5,12 @@ from bot.runtime import Arg, Risk, action
 
 from bot.runtime.actions import Arg, spec_of
 from bot.runtime.chat import action, close_runtime, runtime_for
-from bot.runtime.jobs import JobContext
+from bot.runtime.jobs import ActionFailed, JobContext
 from bot.runtime.policy import Principal, Risk
 from bot.runtime.runtime import Caller
 
 __all__ = [
+    "ActionFailed",
     "Arg",
     "Caller",
     "JobContext",

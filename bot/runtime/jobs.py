@@ -83,6 +83,11 @@ class ExecutorClosed(JobError):
     """A job was submitted after :meth:`JobExecutor.shutdown`."""
 
 
+class ActionFailed(Exception):
+    """Raised by an action that failed in a way it can explain (a host refused, a health
+    check failed): the message is the outcome shown in chat and the audit log, as is."""
+
+
 class JobCancelled(BaseException):
     """Raised inside a job's function by ``ctx.check()`` / ``ctx.wait()`` once cancelled.
 
@@ -534,6 +539,9 @@ class JobExecutor:
             result = job._fn(job.context)
         except JobCancelled:
             outcome = (JobStatus.CANCELLED, None, "cancelled")  # raised by the job itself
+        except ActionFailed as exc:  # an expected failure, reported as the action says
+            log.info("job %s %r failed: %s", job.id, job.name, str(exc).splitlines()[0])
+            outcome = (JobStatus.FAILED, None, str(exc))
         except BaseException as exc:  # a job must never take its worker thread down
             log.exception("job %s %r failed", job.id, job.name)
             outcome = (JobStatus.FAILED, None, f"{type(exc).__name__}: {exc}")

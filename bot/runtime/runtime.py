@@ -420,5 +420,6 @@ def render(record: AuditRecord, prefix: str, command: str = "") -> str:
     seconds = f" in {record.duration_ms / 1000:.1f}s" if record.duration_ms is not None else ""
     who = f" for @{record.actor_name}" if record.actor_name else ""
     outcome = record.outcome
-    body = f"\n```\n{outcome}\n```" if "\n" in outcome else (f": {outcome}" if outcome else "")
+    # A multi-line outcome is the action's own Markdown (tables, fenced output): as is.
+    body = f"\n{outcome}\n" if "\n" in outcome else (f": {outcome}" if outcome else "")
     return f"{icon} `{shown}`{who} {record.event.value}{seconds}{body} · audit {record.id}"

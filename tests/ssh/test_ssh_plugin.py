@@ -1,0 +1,165 @@
+"""The SSH plugin end to end: fake Mattermost, the real bot process, real sshd hosts."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+
+from tests.e2e.harness import BotProcess, seed
+from tests.fake_mattermost.fixtures import fake_mm  # noqa: F401
+
+RELEASE_TOOL = """#!/bin/sh
+echo "$@" >> "{dir}/release.log"
+[ -e "{dir}/release.fail" ] && {{ echo "release failed on purpose" >&2; exit 1; }}
+exit 0
+"""
+
+
+@pytest.fixture
+def hosts(sshd_pool):
+    hosts = sshd_pool.hosts(4)
+    for host in hosts:
+        host.reset()
+        host.set_unit("api", active=True)  # the deploy's health check asks systemctl
+        for name in ("release.log", "release.fail"):
+            (host.dir / name).unlink(missing_ok=True)
+        tool = host.bin_dir / "app-release"
+        tool.write_text(RELEASE_TOOL.format(dir=host.dir))
+        tool.chmod(0o755)
+    return hosts
+
+
+@pytest.fixture
+def inventory(tmp_path, sshd_pool, hosts):
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(sshd_pool.known_hosts_text(hosts))
+    document = {
+        "defaults": {
+            "user": hosts[0].user,
+            "key_file": str(sshd_pool.client_key.path),
+            "known_hosts": str(known_hosts),
+            "use_agent": False,
+            "sudo": False,
+        },
+        "environments": {
+            "staging": {
+                "hosts": {
+                    f"web{n}": {
+                        "address": "127.0.0.1",
+                        "port": host.port,
+                        "services": ["nginx", "api"],
+                        "groups": ["web"],
+                    }
+                    for n, host in enumerate(hosts)
+                }
+            }
+        },
+        "recipes": {
+            "greet": {
+                "params": {"name": {"pattern": "^[a-z]{1,16}$"}},
+                "steps": [["printf", "hello %s", "{name}"]],
+            }
+        },
+        "deploys": {
+            "api": {
+                "hosts": {"staging": "web"},
+                "batch_size": 1,
+                "params": {"version": {"pattern": r"^[0-9]+\.[0-9]+\.[0-9]+$"}},
+                "steps": [["app-release", "activate", "{version}"]],
+                "health_check": {"command": ["systemctl", "is-active", "api"], "attempts": 1},
+                "rollback": [["app-release", "rollback"]],
+            }
+        },
+    }
+    path = tmp_path / "inventory.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+@pytest.fixture
+def opsbot(fake_mm, tmp_path, inventory):  # noqa: F811
+    world = seed(fake_mm)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        yaml.safe_dump(
+            {
+                "roles": {
+                    "ops": {
+                        "members": ["@alice"],
+                        "grants": [
+                            {"action": "service.*"},
+                            {"action": "deploy"},
+                            {"action": "run"},
+                        ],
+                    }
+                }
+            }
+        )
+    )
+    bot = BotProcess(
+        fake_mm.url,
+        world.token,
+        tmp_path / "data",
+        OPSROOM_POLICY=str(policy),
+        OPSROOM_INVENTORY=str(inventory),
+    )
+    bot.start()
+    yield world
+    bot.stop()
+    assert fake_mm.contract_violations == []
+
+
+def final_message(mm, world, timeout=30):
+    """The bot's one message in ~ops once it shows a final outcome."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        posts = [p for p in mm.posts_by(world.bot) if p["channel_id"] == world.ops["id"]]
+        if posts:
+            text = mm.get_post(posts[-1]["id"])["message"]
+            if any(word in text for word in ("succeeded", "failed", "⛔")):
+                return text
+        time.sleep(0.05)
+    raise AssertionError("no final message")
+
+
+def test_restart_a_service_on_a_group(fake_mm, opsbot, hosts):  # noqa: F811
+    fake_mm.post_as(opsbot.alice, opsbot.ops, "!service restart nginx on web")
+    text = final_message(fake_mm, opsbot)
+    assert "succeeded" in text and text.count("| ok |") == 4
+    assert all(["restart", "nginx"] in host.systemctl_calls() for host in hosts)
+
+
+def test_hostile_values_are_refused_before_any_connection(fake_mm, opsbot, hosts):  # noqa: F811
+    logins = [host.accepted_logins() for host in hosts]
+    fake_mm.post_as(opsbot.alice, opsbot.ops, "!service restart 'nginx; rm -rf /' on web")
+    text = final_message(fake_mm, opsbot)
+    assert "⛔" in text and "nothing was run" in text
+    fake_mm.post_as(opsbot.alice, opsbot.ops, "!run greet on web name=$(id)")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(fake_mm.posts_by(opsbot.bot)) < 2:
+        time.sleep(0.05)
+    assert "invalid name" in fake_mm.posts_by(opsbot.bot)[1]["message"]
+    assert [host.accepted_logins() for host in hosts] == logins
+
+
+def test_rolling_deploy_stops_at_the_failing_batch_and_rolls_it_back(fake_mm, opsbot, hosts):  # noqa: F811
+    (hosts[1].dir / "release.fail").touch()
+    fake_mm.post_as(opsbot.alice, opsbot.ops, "!deploy api 1.4.2 to staging")
+    text = final_message(fake_mm, opsbot, timeout=60)
+    assert "failed" in text and "stopped in batch 2/4" in text
+    assert (hosts[0].dir / "release.log").read_text().split("\n")[0] == "activate 1.4.2"
+    assert (hosts[1].dir / "release.log").read_text().splitlines() == [
+        "activate 1.4.2",
+        "rollback",
+    ]
+    assert not (hosts[2].dir / "release.log").exists()  # later batches untouched
+    assert not (hosts[3].dir / "release.log").exists()
+
+
+def test_rolling_deploy_success(fake_mm, opsbot, hosts):  # noqa: F811
+    fake_mm.post_as(opsbot.alice, opsbot.ops, "!deploy api 2.0.0 to staging")
+    text = final_message(fake_mm, opsbot, timeout=60)
+    assert "succeeded" in text and "4/4 batches" in text
+    assert all((h.dir / "release.log").read_text() == "activate 2.0.0\n" for h in hosts)

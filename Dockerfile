@@ -53,6 +53,8 @@ COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY plugins/ /app/plugins/
 COPY config.py /app/config.py
+# The sample inventory is the default when OPSROOM_INVENTORY is unset.
+COPY examples/inventory.yaml /app/examples/inventory.yaml
 
 VOLUME ["/data"]
 USER opsroom:opsroom

@@ -174,7 +174,7 @@ class SSHOperations:
     ) -> DeployReport:
         """Rolling deploy: batch by batch, steps then health check on every host of a batch;
         at the first failure stop, leave later batches untouched, run the rollback on the
-        batch that failed."""
+        batch that failed. A cancelled deploy stops where it is, without rollback."""
         plan = self.inventory.render_deploy(app, env, params)
         report = DeployReport(plan)
         total_hosts = sum(len(batch) for batch in plan.batches)
@@ -185,6 +185,8 @@ class SSHOperations:
             failed = self._run_batch(batch, plan, step_timeout, cancel)
             if failed:
                 report.failed = failed
+                if cancel is not None and cancel.is_set():
+                    return report  # cancelled by a person: they decide what happens next
                 if plan.rollback:
                     progress(f"batch {number} failed; rolling back")
                     for argv in plan.rollback:

@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     opsroom_inventory: Path | None = Field(
         None, description="YAML inventory of hosts, services, recipes and deploys"
     )
+    opsroom_ssh_trust_on_first_use: bool = Field(
+        False, description="accept and record unknown SSH host keys (never changed ones)"
+    )
+    opsroom_ssh_max_parallel: int = Field(10, ge=1, le=200)
     opsroom_audit_channel: str | None = Field(None, description="e.g. ~ops-audit")
     opsroom_job_workers: int = Field(16, ge=1, le=256)
 

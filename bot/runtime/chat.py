@@ -109,6 +109,14 @@ def caller_for(bot: Any, msg: Any) -> Caller:
             post = handle.result(timeout=EDIT_WAIT_SECONDS)
             bot.poster.edit(post["id"], text)
 
+        def attach(filename: str, content: bytes, message: str) -> Future:
+            channel_id = extras.get("channel_id") or bot.channel_id_for(
+                msg.to if msg.is_group else msg.frm
+            )
+            return bot.upload(
+                channel_id, filename, content, message=message, root_id=bot.thread_root(msg)
+            )
+
         def on_posted(handle: Future, callback: Any) -> None:
             handle.add_done_callback(lambda done: done.exception() or callback(done.result()["id"]))
 
@@ -120,6 +128,7 @@ def caller_for(bot: Any, msg: Any) -> Caller:
             say,
             edit,
             on_posted,
+            attach,
         )
     return Caller(
         principal_of(bot, msg.frm), "chat", say=lambda text: bot.send_simple_reply(msg, text)

@@ -59,6 +59,28 @@ class Caller:
     say: Callable[[str], Any] = lambda text: None
     edit: Callable[[Any, str], None] | None = None
     on_posted: Callable[[Any, Callable[[str], None]], None] | None = None
+    attach: Callable[[str, bytes, str], Any] | None = None  # (filename, content, message)
+
+
+class ActionContext:
+    """What an action's function gets as ``ctx``: its job's context (progress, check, wait,
+    on_cancel, cancelled) plus :meth:`attach` to hand long output to the conversation."""
+
+    def __init__(self, job: JobContext, caller: Caller, scrub: Callable[[str], str]) -> None:
+        self._job = job
+        self._caller = caller
+        self._scrub = scrub
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._job, name)
+
+    def attach(self, filename: str, text: str, message: str = "") -> bool:
+        """Attach ``text`` (secrets scrubbed) as a file where the request was made.
+        False where files cannot be attached (the result then has to say it all)."""
+        if self._caller.attach is None:
+            return False
+        self._caller.attach(filename, self._scrub(text).encode(), self._scrub(message))
+        return True
 
 
 @dataclass
@@ -314,7 +336,9 @@ class Runtime:
             self._update(
                 run, f"⏳ `{run.command(self.prefix)}` running as {ctx.job.id} · audit {started.id}"
             )
-            return run.spec.func(run.plugin, ctx, **run.values)
+            return run.spec.func(
+                run.plugin, ActionContext(ctx, run.caller, self.redactor.scrub), **run.values
+            )
 
         try:
             job = self.executor.submit(

@@ -22,8 +22,19 @@ from bot.settings import get_settings
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")]
 Selector = Annotated[Name, Arg(after="on")]
-MAX_PARALLEL_HOSTS = 10
 COMMAND_TIMEOUT = 120.0
+LONG_OUTPUT_CHARS = 4000  # more than this is attached as a file, not pasted
+
+
+def _report(ctx, title: str, results) -> str:
+    """The per-host table and output tails; the full output as a file when it is long."""
+    full = "\n".join(f"==> {r.host} (exit {r.exit_code})\n{r.stdout}{r.stderr}" for r in results)
+    text = summary_table(results)
+    if len(full) > LONG_OUTPUT_CHARS and ctx.attach(
+        f"{title}.txt", full, f"full output of {title}"
+    ):
+        return f"{text}\nfull output attached as {title}.txt"
+    return f"{text}\n{output_tail(results)}".strip()
 
 
 def _selector_environment(plugin: SSHOps, values: dict) -> str:
@@ -56,9 +67,11 @@ class SSHOps(BotPlugin):
     def activate(self) -> None:
         settings = get_settings()
         path = settings.opsroom_inventory or Path(self.bot_config.OPSROOM_SAMPLE_INVENTORY)
-        self.ops = SSHOperations(
-            Inventory.load(path), SSHConnector(max_parallel=MAX_PARALLEL_HOSTS)
+        connector = SSHConnector(
+            max_parallel=settings.opsroom_ssh_max_parallel,
+            trust_on_first_use=settings.opsroom_ssh_trust_on_first_use,
         )
+        self.ops = SSHOperations(Inventory.load(path), connector)
         super().activate()
 
     def deactivate(self) -> None:
@@ -90,8 +103,10 @@ class SSHOps(BotPlugin):
         results = self.ops.service(
             verb, service, selector, timeout=COMMAND_TIMEOUT, cancel=_cancel_event(ctx)
         )
-        text = f"{summary_table(results)}\n{output_tail(results)}".strip()
-        if not all(result.ok for result in results):
+        text = _report(ctx, f"{verb}-{service}", results)
+        # A stopped unit makes `status` exit non-zero: that is an answer, not a failure.
+        failed = [r for r in results if r.error or (verb != "status" and not r.ok)]
+        if failed:
             raise ActionFailed(f"{verb} {service} failed on some hosts\n{text}")
         return text
 
@@ -135,7 +150,7 @@ class SSHOps(BotPlugin):
             cancel=_cancel_event(ctx),
             progress=ctx.progress,
         )
-        text = f"{summary_table(results)}\n{output_tail(results)}".strip()
+        text = _report(ctx, recipe, results)
         if not all(result.ok for result in results):
             raise ActionFailed(f"recipe {recipe} failed\n{text}")
         return text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 import time
 
 import pytest
@@ -12,6 +14,7 @@ from tests.fake_mattermost.fixtures import fake_mm  # noqa: F401
 
 RELEASE_TOOL = """#!/bin/sh
 echo "$@" >> "{dir}/release.log"
+[ -e "{dir}/release.slow" ] && sleep 30
 [ -e "{dir}/release.fail" ] && {{ echo "release failed on purpose" >&2; exit 1; }}
 exit 0
 """
@@ -23,7 +26,7 @@ def hosts(sshd_pool):
     for host in hosts:
         host.reset()
         host.set_unit("api", active=True)  # the deploy's health check asks systemctl
-        for name in ("release.log", "release.fail"):
+        for name in ("release.log", "release.fail", "release.slow"):
             (host.dir / name).unlink(missing_ok=True)
         tool = host.bin_dir / "app-release"
         tool.write_text(RELEASE_TOOL.format(dir=host.dir))
@@ -60,7 +63,11 @@ def inventory(tmp_path, sshd_pool, hosts):
             "greet": {
                 "params": {"name": {"pattern": "^[a-z]{1,16}$"}},
                 "steps": [["printf", "hello %s", "{name}"]],
-            }
+            },
+            "count": {
+                "params": {"n": {"pattern": "^[0-9]{1,5}$"}},
+                "steps": [["seq", "1", "{n}"]],
+            },
         },
         "deploys": {
             "api": {
@@ -112,14 +119,20 @@ def opsbot(fake_mm, tmp_path, inventory):  # noqa: F811
 
 
 def final_message(mm, world, timeout=30):
-    """The bot's one message in ~ops once it shows a final outcome."""
+    """The newest bot message in ~ops that shows a final outcome (results are edited into
+    the acknowledgement, which other posts, like an attached file, may follow)."""
     deadline = time.monotonic() + timeout
+    seen = len(getattr(world, "_finals", ()))
     while time.monotonic() < deadline:
         posts = [p for p in mm.posts_by(world.bot) if p["channel_id"] == world.ops["id"]]
-        if posts:
-            text = mm.get_post(posts[-1]["id"])["message"]
-            if any(word in text for word in ("succeeded", "failed", "⛔")):
-                return text
+        finals = [
+            text
+            for text in (mm.get_post(p["id"])["message"] for p in posts)
+            if text.startswith(("✅", "❌", "🛑", "⌛", "⛔"))  # a final outcome
+        ]
+        if len(finals) > seen:
+            world._finals = finals
+            return finals[-1]
         time.sleep(0.05)
     raise AssertionError("no final message")
 
@@ -163,3 +176,41 @@ def test_rolling_deploy_success(fake_mm, opsbot, hosts):  # noqa: F811
     text = final_message(fake_mm, opsbot, timeout=60)
     assert "succeeded" in text and "4/4 batches" in text
     assert all((h.dir / "release.log").read_text() == "activate 2.0.0\n" for h in hosts)
+
+
+def test_status_on_one_host_and_long_output_as_a_file(fake_mm, opsbot, hosts):  # noqa: F811
+    hosts[0].set_unit("nginx", active=False)
+    fake_mm.post_as(opsbot.alice, opsbot.ops, "!service status nginx on web0")
+    text = final_message(fake_mm, opsbot)
+    assert "succeeded" in text and "| web0 |" in text and "| web1 |" not in text
+    assert "inactive" in text  # a stopped unit is reported, not an error
+    assert ["status", "nginx"] in hosts[0].systemctl_calls()
+    fake_mm.post_as(opsbot.alice, opsbot.ops, "!run count on web0 n=3000")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not fake_mm.uploaded_files:
+        time.sleep(0.05)
+    content = fake_mm.uploaded_files[-1]["content"].decode()
+    assert "==> web0 (exit 0)" in content and "\n2999\n3000" in content
+    text = final_message(fake_mm, opsbot)
+    assert "full output attached as count.txt" in text
+
+
+def test_cancel_mid_deploy_kills_the_remote_step(fake_mm, opsbot, hosts):  # noqa: F811
+    (hosts[1].dir / "release.slow").touch()
+    fake_mm.post_as(opsbot.alice, opsbot.ops, "!deploy api 3.0.0 to staging")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (hosts[1].dir / "release.log").exists():
+        time.sleep(0.05)
+    (ack,) = [p for p in fake_mm.posts_by(opsbot.bot) if p["channel_id"] == opsbot.ops["id"]]
+    job_id = re.search(r"J-[0-9A-F]{5}", fake_mm.get_post(ack["id"])["message"]).group(0)
+    fake_mm.post_as(opsbot.alice, opsbot.ops, f"!cancel {job_id}")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = fake_mm.get_post(ack["id"])["message"]
+        if text.startswith("🛑"):
+            break
+        time.sleep(0.05)
+    assert text.startswith("🛑") and "cancelled by @alice" in text
+    assert not (hosts[2].dir / "release.log").exists()  # later batches never started
+    probe = subprocess.run(["pgrep", "-f", "sleep 30"], capture_output=True, text=True)
+    assert probe.stdout.strip() == ""  # the remote step was killed, not left running

@@ -102,10 +102,9 @@ class SSHOperations:
         self.inventory = inventory
         self.connector = connector
 
-    def environment_of(self, selector: str) -> str:
+    def environment_of(self, selector: str, env: str | None = None) -> str:
         """The one environment a host or group selector lies in (for the policy)."""
-        hosts = self.inventory.resolve(selector)
-        return hosts[0].environment
+        return self.inventory.resolve(selector, env)[0].environment
 
     def _fan_out(
         self,
@@ -133,11 +132,12 @@ class SSHOperations:
         action: ServiceAction,
         service: str,
         selector: str,
+        env: str | None = None,
         *,
         timeout: float,
         cancel: threading.Event | None = None,
     ) -> list[CommandResult]:
-        hosts = self.inventory.resolve(selector)
+        hosts = self.inventory.resolve(selector, env)
         commands = [(host, self.inventory.service_command(host, action, service)) for host in hosts]
         return self._fan_out(commands, timeout, cancel)
 
@@ -146,6 +146,7 @@ class SSHOperations:
         name: str,
         selector: str,
         params: dict[str, str],
+        env: str | None = None,
         *,
         timeout: float,
         cancel: threading.Event | None = None,
@@ -154,7 +155,7 @@ class SSHOperations:
         """Run a recipe's steps in order on every selected host; stop at the first step
         that fails anywhere (later steps do not run)."""
         steps = self.inventory.render_recipe(name, params)
-        hosts = self.inventory.resolve(selector)
+        hosts = self.inventory.resolve(selector, env)
         results: list[CommandResult] = []
         for number, argv in enumerate(steps, 1):
             progress(f"step {number}/{len(steps)} on {len(hosts)} host(s)")

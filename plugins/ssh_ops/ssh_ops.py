@@ -22,6 +22,7 @@ from bot.settings import get_settings
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")]
 Selector = Annotated[Name, Arg(after="on")]
+InEnv = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{0,64}$"), Arg(after="in")]
 COMMAND_TIMEOUT = 120.0
 LONG_OUTPUT_CHARS = 4000  # more than this is attached as a file, not pasted
 
@@ -38,12 +39,12 @@ def _report(ctx, title: str, results) -> str:
 
 
 def _selector_environment(plugin: SSHOps, values: dict) -> str:
-    return plugin.ops.environment_of(values["selector"])
+    return plugin.ops.environment_of(values["selector"], values["env"] or None)
 
 
 def _recipe_environment(plugin: SSHOps, values: dict) -> str:
     plugin.ops.inventory.render_recipe(values["recipe"], values["params"])  # refuse early
-    return plugin.ops.environment_of(values["selector"])
+    return plugin.ops.environment_of(values["selector"], values["env"] or None)
 
 
 def _deploy_environment(plugin: SSHOps, values: dict) -> str:
@@ -92,16 +93,16 @@ class SSHOps(BotPlugin):
         return "\n".join(lines)
 
     @action(risk=Risk.READ)
-    def services(self, ctx, selector: str = ""):
+    def services(self, ctx, selector: str = "", env: InEnv = ""):
         """List the services of a host or group (all hosts by default)."""
-        found = self.ops.inventory.services(selector or None)
+        found = self.ops.inventory.services(selector or None, env or None)
         return "\n".join(f"- **{host}**: {', '.join(units)}" for host, units in found.items())
 
     # --- service control -------------------------------------------------------------
-    def _service(self, ctx: JobContext, verb: str, service: str, selector: str) -> str:
+    def _service(self, ctx: JobContext, verb: str, service: str, selector: str, env: str) -> str:
         ctx.progress(f"{verb} {service} on {selector}")
         results = self.ops.service(
-            verb, service, selector, timeout=COMMAND_TIMEOUT, cancel=_cancel_event(ctx)
+            verb, service, selector, env or None, timeout=COMMAND_TIMEOUT, cancel=_cancel_event(ctx)
         )
         text = _report(ctx, f"{verb}-{service}", results)
         # A stopped unit makes `status` exit non-zero: that is an answer, not a failure.
@@ -111,26 +112,26 @@ class SSHOps(BotPlugin):
         return text
 
     @action("service.status", risk=Risk.READ, target="selector", environment=_selector_environment)
-    def service_status(self, ctx, service: Name, selector: Selector):
+    def service_status(self, ctx, service: Name, selector: Selector, env: InEnv = ""):
         """Show a service's status on a host or group."""
-        return self._service(ctx, "status", service, selector)
+        return self._service(ctx, "status", service, selector, env)
 
     @action(
         "service.restart", risk=Risk.CHANGE, target="selector", environment=_selector_environment
     )
-    def service_restart(self, ctx, service: Name, selector: Selector):
+    def service_restart(self, ctx, service: Name, selector: Selector, env: InEnv = ""):
         """Restart a service on a host or group."""
-        return self._service(ctx, "restart", service, selector)
+        return self._service(ctx, "restart", service, selector, env)
 
     @action("service.start", risk=Risk.CHANGE, target="selector", environment=_selector_environment)
-    def service_start(self, ctx, service: Name, selector: Selector):
+    def service_start(self, ctx, service: Name, selector: Selector, env: InEnv = ""):
         """Start a service on a host or group."""
-        return self._service(ctx, "start", service, selector)
+        return self._service(ctx, "start", service, selector, env)
 
     @action("service.stop", risk=Risk.CHANGE, target="selector", environment=_selector_environment)
-    def service_stop(self, ctx, service: Name, selector: Selector):
+    def service_stop(self, ctx, service: Name, selector: Selector, env: InEnv = ""):
         """Stop a service on a host or group."""
-        return self._service(ctx, "stop", service, selector)
+        return self._service(ctx, "stop", service, selector, env)
 
     # --- recipes and deploys ---------------------------------------------------------
     @action(risk=Risk.CHANGE, target="selector", environment=_recipe_environment)
@@ -139,6 +140,7 @@ class SSHOps(BotPlugin):
         ctx,
         recipe: Name,
         selector: Selector,
+        env: InEnv = "",
         params: Annotated[dict[str, str], Arg(keywords=True)] = {},  # noqa: B006 - copied
     ):
         """Run an allow-listed recipe on a host or group; there is no arbitrary command."""
@@ -146,6 +148,7 @@ class SSHOps(BotPlugin):
             recipe,
             selector,
             params,
+            env or None,
             timeout=COMMAND_TIMEOUT,
             cancel=_cancel_event(ctx),
             progress=ctx.progress,

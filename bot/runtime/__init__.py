@@ -7,9 +7,10 @@ from bot.runtime.actions import Arg, spec_of
 from bot.runtime.chat import action, close_runtime, runtime_for
 from bot.runtime.jobs import ActionFailed, JobContext
 from bot.runtime.policy import Principal, Risk
-from bot.runtime.runtime import Caller
+from bot.runtime.runtime import ActionContext, Caller
 
 __all__ = [
+    "ActionContext",
     "ActionFailed",
     "Arg",
     "Caller",

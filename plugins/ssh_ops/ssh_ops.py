@@ -17,7 +17,7 @@ from pydantic import StringConstraints
 from bot.connectors.ssh import SSHConnector
 from bot.inventory import Inventory
 from bot.operations import SSHOperations, output_tail, summary_table
-from bot.runtime import ActionFailed, Arg, JobContext, Risk, action
+from bot.runtime import ActionContext, ActionFailed, Arg, Risk, action
 from bot.settings import get_settings
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")]
@@ -56,7 +56,7 @@ def _deploy_params(values: dict) -> dict[str, str]:
     return {"version": values["version"], **values.get("params", {})}
 
 
-def _cancel_event(ctx: JobContext) -> threading.Event:
+def _cancel_event(ctx: ActionContext) -> threading.Event:
     event = threading.Event()
     ctx.on_cancel(event.set)
     return event
@@ -99,7 +99,7 @@ class SSHOps(BotPlugin):
         return "\n".join(f"- **{host}**: {', '.join(units)}" for host, units in found.items())
 
     # --- service control -------------------------------------------------------------
-    def _service(self, ctx: JobContext, verb: str, service: str, selector: str, env: str) -> str:
+    def _service(self, ctx: ActionContext, verb: str, service: str, selector: str, env: str) -> str:
         ctx.progress(f"{verb} {service} on {selector}")
         results = self.ops.service(
             verb, service, selector, env or None, timeout=COMMAND_TIMEOUT, cancel=_cancel_event(ctx)

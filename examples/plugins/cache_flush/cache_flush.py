@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from errbot import BotPlugin
 from pydantic import StringConstraints
 
-from bot.runtime import Arg, JobContext, Risk, action
+from bot.runtime import ActionContext, Arg, Risk, action
 from bot.settings import get_settings
 
 CacheName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,39}$")]
@@ -19,7 +19,7 @@ class CacheFlush(BotPlugin):
     """Application caches."""
 
     @action("cache.flush", risk=Risk.CHANGE, target="env", timeout=60)
-    def flush(self, ctx: JobContext, cache: CacheName, env: Env) -> str:
+    def flush(self, ctx: ActionContext, cache: CacheName, env: Env) -> str:
         """Flush a named cache in an environment."""
         ctx.progress(f"draining {cache} in {env}")
         ctx.wait(0.2)  # the real work goes here; wait() ends at once on !cancel or timeout

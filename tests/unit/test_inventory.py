@@ -53,7 +53,12 @@ def test_example_loads(inv):
 
 def test_hosts_take_defaults_unless_they_override(inv):
     web = inv.host("stg-web1")
-    assert (web.address, web.port, web.user, web.sudo) == ("10.10.1.11", 22, "deploy", True)
+    assert (web.address, web.port, web.user, web.sudo) == (
+        "stg-web1.internal.example.com",
+        22,
+        "deploy",
+        True,
+    )
     assert web.service_manager == "systemctl"
     assert web.connect_timeout == timedelta(seconds=10)
     assert web.known_hosts == Path("~/.ssh/known_hosts").expanduser()

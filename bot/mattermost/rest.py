@@ -162,6 +162,10 @@ class MattermostREST:
     def channel_members(self, channel_id: str) -> list[dict[str, Any]]:
         return self.get(f"/channels/{channel_id}/members", params={"per_page": 200})
 
+    def reactions(self, post_id: str) -> list[dict[str, Any]]:
+        """Every reaction on a post (who, which emoji)."""
+        return self.get(f"/posts/{post_id}/reactions")
+
     def posts_since(self, channel_id: str, since_ms: int) -> list[dict[str, Any]]:
         """Posts of a channel created or changed since ``since_ms``, oldest first."""
         body = self.get(f"/channels/{channel_id}/posts", params={"since": since_ms})

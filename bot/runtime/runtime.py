@@ -250,7 +250,7 @@ class Runtime:
             run.spec.digest(run.values),
             run.caller.principal,
             ttl,
-            context={"correlation_id": run.correlation_id},
+            context={"correlation_id": run.correlation_id, "channel_id": run.caller.channel_id},
         )
         with self._lock:
             self._pending[request.id] = run

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from errbot import BotPlugin, botcmd, cmdfilter
 
 from bot.runtime.actions import ACTION_ATTRIBUTE
@@ -39,7 +41,9 @@ class Runtime(BotPlugin):
                     self.send(self._bot.query_room(record.channel_id), text)
                 except Exception:
                     self.log.exception("could not announce %s", record.id)
-        self.start_poller(EXPIRY_CHECK_SECONDS, runtime.expire_pending)
+        self._seen_reactions: set[tuple[str, str, str]] = set()
+        self._seen_lock = threading.Lock()
+        self.start_poller(EXPIRY_CHECK_SECONDS, self._sweep)
 
     def deactivate(self) -> None:
         still = self.runtime.executor.shutdown(wait=SHUTDOWN_GRACE_SECONDS)
@@ -137,12 +141,46 @@ class Runtime(BotPlugin):
         return self.runtime.decide(args.strip(), principal_of(self._bot, msg.frm), False)
 
     def callback_reaction(self, reaction):
-        post_id = (reaction.reacted_to or {}).get("id", "")
-        who = principal_of(self._bot, reaction.reactor)
-        answer = self.runtime.decide_by_reaction(post_id, who, reaction.reaction_name)
-        channel = (reaction.reacted_to or {}).get("channel_id")
-        if answer and channel:
-            self.send(self._bot.query_room(channel), answer)
+        target = reaction.reacted_to or {}
+        self._decide_by_reaction(
+            target.get("id", ""), reaction.reactor, reaction.reaction_name, target.get("channel_id")
+        )
+
+    def _decide_by_reaction(self, post_id, reactor, emoji, channel_id) -> None:
+        """Each (post, person, emoji) is decided once, whether seen live or by the sweep."""
+        key = (post_id, str(reactor.aclattr), emoji)
+        with self._seen_lock:
+            if key in self._seen_reactions:
+                return
+            self._seen_reactions.add(key)
+        who = principal_of(self._bot, reactor)
+        answer = self.runtime.decide_by_reaction(post_id, who, emoji)
+        if answer and channel_id:
+            self.send(self._bot.query_room(channel_id), answer)
+
+    def _sweep(self) -> None:
+        """Expire old requests, and read the reactions on pending request posts: a 👍 given
+        while the bot was disconnected never arrives as an event."""
+        self.runtime.expire_pending()
+        rest = getattr(self._bot, "rest", None)
+        if rest is None:
+            return
+        for request in self.runtime.book.pending():
+            if not request.post_id:
+                continue
+            try:
+                reactions = rest.reactions(request.post_id)
+            except Exception as exc:  # a sweep that fails is retried at the next one
+                self.log.warning("could not read reactions of %s: %s", request.id, exc)
+                continue
+            channel_id = request.context.get("channel_id")
+            for reaction in reactions:
+                if reaction["user_id"] == rest.user_id:
+                    continue
+                reactor = self._bot.build_identifier(reaction["user_id"])
+                self._decide_by_reaction(
+                    request.post_id, reactor, reaction["emoji_name"], channel_id
+                )
 
     # --- jobs ----------------------------------------------------------------------------
     @botcmd

@@ -186,6 +186,10 @@ def test_driver_drives_every_route(world: World) -> None:
     )
     assert reaction["emoji_name"] == "white_check_mark"
     assert fm.reactions_on(root["id"]) == ["white_check_mark"]
+    listed = d.client.get(f"/posts/{root['id']}/reactions")  # the driver adds a "//"
+    assert [(r["user_id"], r["emoji_name"]) for r in listed] == [
+        (world.bot["id"], "white_check_mark")
+    ]
 
     docs = load_docs()
     served = {(r.method, r.template) for r in FakeMattermost.ROUTES}

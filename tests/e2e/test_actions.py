@@ -212,3 +212,21 @@ def test_can_whoami_and_audit_in_chat(fake_mm, world, opsbot):
     assert f'"id":"{record_id}"' in shown.replace(" ", "")
     assert "audit log OK" in ask("!audit verify", 8)
     assert SECRET not in opsbot.log()
+
+
+def test_reaction_given_while_the_bot_was_away_still_approves(fake_mm, world, opsbot):
+    fake_mm.post_as(world.alice, world.ops, "!wipe in production")
+    (request,) = wait_until(lambda: bot_posts(fake_mm, world, world.ops))
+    fake_mm.stop()  # the reaction's event is never delivered: only a REST read finds it
+    fake_mm.react_as(world.admin, request["id"], "+1")
+    fake_mm.start()
+    opsbot.wait_for_log("caught up after reconnect", timeout=30)
+    wait_until(
+        lambda: any(
+            "wiped production" in current(fake_mm, p) for p in bot_posts(fake_mm, world, world.ops)
+        ),
+        timeout=30,
+        message="the approved run",
+    )
+    texts = [p["message"] for p in bot_posts(fake_mm, world, world.ops)]
+    assert sum("granted by @admin" in t for t in texts) == 1  # decided once

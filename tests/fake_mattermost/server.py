@@ -218,6 +218,7 @@ class FakeMattermost:
         Route("GET", "/api/v4/posts/{post_id}/thread", "_get_thread"),
         Route("GET", "/api/v4/channels/{channel_id}/posts", "_get_channel_posts"),
         Route("POST", "/api/v4/reactions", "_create_reaction"),
+        Route("GET", "/api/v4/posts/{post_id}/reactions", "_get_reactions"),
         Route("POST", "/api/v4/files", "_upload_files"),
     )
 
@@ -1073,6 +1074,10 @@ class FakeMattermost:
 
     def _get_post(self, ctx: _Ctx) -> tuple[int, Any]:
         return 200, self._readable_post(ctx)
+
+    def _get_reactions(self, ctx: _Ctx) -> tuple[int, Any]:
+        post = self._readable_post(ctx)
+        return 200, post.get("metadata", {}).get("reactions", [])
 
     @staticmethod
     def _post_list(posts: list[dict[str, Any]], extra: Iterable[dict[str, Any]] = ()) -> dict:

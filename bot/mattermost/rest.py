@@ -136,18 +136,12 @@ class MattermostREST:
     def user_by_username(self, username: str) -> dict[str, Any]:
         return self.get(f"/users/username/{username}")
 
-    def users_by_usernames(self, usernames: list[str]) -> list[dict[str, Any]]:
-        return self._client.post("/users/usernames", options=usernames)
-
     def user_groups(self, user_id: str) -> list[dict[str, Any]]:
         """The user's Mattermost groups (501 on servers whose licence has no groups)."""
         return self.get(f"/users/{user_id}/groups")
 
     def my_teams(self) -> list[dict[str, Any]]:
         return self.get("/users/me/teams")
-
-    def team_by_name(self, name: str) -> dict[str, Any]:
-        return self.get(f"/teams/name/{name}")
 
     def my_channels(self, team_id: str) -> list[dict[str, Any]]:
         """Channels of a team the bot belongs to, plus its direct and group channels."""

@@ -11,6 +11,7 @@ own executor, so commands here only parse, check and acknowledge.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -53,8 +54,9 @@ class CommandPool:
         """Stop taking commands and wait up to ``timeout`` s for running ones; True if done."""
         self._executor.shutdown(wait=False, cancel_futures=False)
         threads = list(getattr(self._executor, "_threads", ()))
+        deadline = time.monotonic() + timeout  # one deadline for all, not one per thread
         for thread in threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
         return not any(thread.is_alive() for thread in threads)
 
 

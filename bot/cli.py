@@ -52,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG
-    _check_policy(settings)
+    _check_files(settings)
     config = _load_config_module(config_path.resolve())
     settings.opsroom_data_dir.mkdir(parents=True, exist_ok=True)
     _terminate_on_sigterm()
@@ -65,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return int(getattr(bot, "exit_code", 0))
 
 
-def _check_policy(settings: Settings) -> None:
+def _check_files(settings: Settings) -> None:
     """Validate the policy and inventory files now (names are resolved once connected)."""
     if settings.opsroom_policy:
         try:
@@ -81,7 +81,7 @@ def _check_policy(settings: Settings) -> None:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = get_settings()
-    _check_policy(settings)
+    _check_files(settings)
     where = str(settings.mattermost_url) if settings.mattermost_url else "terminal (text backend)"
     print(f"configuration OK: backend {settings.backend}, chat {where}")
     return 0

@@ -42,7 +42,8 @@ from pydantic import (
     model_validator,
 )
 
-from bot.settings import parse_duration
+from bot.durations import parse_duration
+from bot.errors import ConfigurationError, InvalidArgument, Refusal, UnknownTarget
 from bot.yamlconfig import format_key, load_yaml, validate
 
 MAX_VALUE_LENGTH = 128
@@ -71,15 +72,14 @@ _LEADING_DASH = re.compile(r"\^?\\?-")
 
 
 # --- errors -------------------------------------------------------------------------------------
-class InventoryError(ValueError):
+class InventoryError(ConfigurationError):
     """The inventory file is missing, not YAML, or does not validate; names file and key."""
 
 
-class Refused(ValueError):
-    """A request the inventory does not allow. Nothing ran; the message is fit for chat."""
+Refused = Refusal  # what the inventory does not allow: nothing ran; the message is for chat
 
 
-class InvalidParameter(Refused):
+class InvalidParameter(InvalidArgument):
     """A value that fails its rule: the parameter, the value (escaped, truncated) and why."""
 
     def __init__(self, parameter: str, value: object, reason: str) -> None:
@@ -90,15 +90,6 @@ class InvalidParameter(Refused):
             super().__init__(f"missing {parameter}: {reason}")
         else:
             super().__init__(f"invalid {parameter} {_show(value)}: {reason}")
-
-
-class UnknownTarget(Refused):
-    """No such host, group or environment (or not in the environment asked for)."""
-
-    def __init__(self, name: str, message: str, suggestions: Sequence[str] = ()) -> None:
-        self.name = name
-        self.suggestions = tuple(suggestions)
-        super().__init__(message)
 
 
 class AmbiguousTarget(Refused):

@@ -26,21 +26,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def parse_duration(value: object) -> object:
-    """Accept ``90``, ``"90s"``, ``"10m"``, ``"1.5h"`` (plain numbers are seconds)."""
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if not match:
-            raise ValueError("expected a duration such as 30s, 10m, 1h or a number of seconds")
-        return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
-    return value
-
+from bot.durations import parse_duration
+from bot.errors import ConfigurationError
 
 def split_list(value: object) -> object:
     """Accept a comma- or whitespace-separated string as a list of strings."""
@@ -181,6 +168,16 @@ class Settings(BaseSettings):
         values = [self.token, *(os.environ.get(name, "") for name in self.opsroom_redact_env)]
         return [value for value in values if value]
 
+    def inventory_in_effect(self) -> tuple[Path | None, bool]:
+        """The inventory to load and whether it is the sample: ``OPSROOM_INVENTORY`` when
+        set; otherwise the sample inventory on the terminal backend only (so that
+        ``make run`` has hosts to show), and none at all when connected to Mattermost."""
+        if self.opsroom_inventory is not None:
+            return self.opsroom_inventory, False
+        if self.mattermost_url is None:
+            return sample_inventory_path(), True
+        return None, False
+
     def driver_options(self) -> dict[str, object]:
         """Options for ``mattermostdriver.Driver`` derived from ``MATTERMOST_URL``."""
         assert self.mattermost_url is not None
@@ -200,7 +197,12 @@ class Settings(BaseSettings):
         }
 
 
-class SettingsError(Exception):
+def sample_inventory_path() -> Path:
+    """The sample inventory (fake ``*.example.com`` hosts) shipped with Opsroom."""
+    return Path(__file__).resolve().parent.parent / "examples" / "inventory.yaml"
+
+
+class SettingsError(ConfigurationError):
     """Settings did not validate; the message names every bad key."""
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_any
 
+from bot.errors import ChatError
 from bot.mattermost.rest import status_of
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ MAX_BACKOFF_SECONDS = 30.0
 DEFAULT_RATE_LIMIT_PAUSE = 1.0
 
 
-class OutboxClosed(RuntimeError):
+class OutboxClosed(ChatError):
     """The outbox no longer accepts work (the bot is shutting down)."""
 
 

@@ -37,13 +37,14 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from bot.errors import InvalidArgument
 from bot.runtime.policy import Risk
 
 ACTION_ATTRIBUTE = "_opsroom_action"
 MAX_ARGUMENT_LENGTH = 512
 
 
-class ActionArgumentError(ValueError):
+class ActionArgumentError(InvalidArgument):
     """Chat arguments that do not fit the action; the message is shown to the user."""
 
 
@@ -98,6 +99,9 @@ class ActionSpec:
     summary: str = ""
     risk: Risk = Risk.READ
     environment: Callable[[Any, Mapping[str, Any]], str] | None = None  # for the policy
+    # The action's own checks of its arguments (inventory look-ups), run before the
+    # policy and before any job exists; raises bot.errors.Refusal to refuse.
+    check: Callable[[Any, Mapping[str, Any]], None] | None = None
     timeout: float = 600.0
     confirm: bool | None = None  # None: confirm change actions on protected environments
     approval: bool | None = None  # None: dangerous actions need a second person's approval
@@ -165,6 +169,11 @@ class ActionSpec:
     def target_of(self, values: Mapping[str, Any]) -> str:
         return str(values.get(self.target, "")) if self.target else ""
 
+    def precheck(self, plugin: Any, values: Mapping[str, Any]) -> None:
+        """Run the action's own checks (raise Refusal) before anything is decided."""
+        if self.check is not None:
+            self.check(plugin, values)
+
     def environment_of(self, plugin: Any, values: Mapping[str, Any]) -> str:
         """The environment the policy decides on: derived, or the target's value."""
         if self.environment is not None:
@@ -185,6 +194,7 @@ def declare(
     risk: Risk = Risk.READ,
     target: str | None = None,
     environment: Callable[[Any, Mapping[str, Any]], str] | None = None,
+    check: Callable[[Any, Mapping[str, Any]], None] | None = None,
     timeout: float = 600.0,
     confirm: bool | None = None,
     approval: bool | None = None,
@@ -206,6 +216,7 @@ def declare(
             build_spec(func, name or func.__name__, target),
             risk=risk,
             environment=environment,
+            check=check,
             timeout=timeout,
             confirm=confirm,
             approval=approval,

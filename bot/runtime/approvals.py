@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from bot.errors import ApprovalError
 from bot.runtime.policy import Principal
+
+__all__ = ["ApprovalBook", "ApprovalError", "Kind", "Request", "State"]
 
 ID_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I: ids are typed by people
 
@@ -34,10 +37,6 @@ class State(StrEnum):
     GRANTED = "granted"
     REJECTED = "rejected"
     EXPIRED = "expired"
-
-
-class ApprovalError(ValueError):
-    """A decision that may not be taken; the message says why, for the chat reply."""
 
 
 @dataclass

@@ -35,6 +35,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from bot.errors import AuditError
+
 FILENAME = "audit.sqlite3"
 GENESIS_HASH = "0" * 64
 SCHEMA_VERSION = 1
@@ -124,10 +126,6 @@ BEGIN
     SELECT RAISE(ABORT, 'audit records are append-only: DELETE refused');
 END;
 """
-
-
-class AuditError(Exception):
-    """The audit store cannot be used (closed, read-only, not an audit file)."""
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,19 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
+from bot.errors import ActionFailed, JobCancelled, OpsroomError, TargetBusy
+
+__all__ = [
+    "ActionFailed",
+    "ExecutorClosed",
+    "Job",
+    "JobCancelled",
+    "JobContext",
+    "JobExecutor",
+    "JobStatus",
+    "TargetBusy",
+]
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_WORKERS = 16
@@ -63,37 +76,8 @@ class JobStatus(StrEnum):
         return self not in (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
-class JobError(Exception):
-    """Base of the errors the executor raises to its callers."""
-
-
-class TargetBusy(JobError):
-    """A job was submitted with ``lock_policy="refuse"`` for a target that is in use."""
-
-    def __init__(self, target: str, running_job_id: str) -> None:
-        super().__init__(
-            f"{target} is busy: job {running_job_id} is working on it; "
-            f"wait for it to finish or cancel it"
-        )
-        self.target = target
-        self.running_job_id = running_job_id
-
-
-class ExecutorClosed(JobError):
+class ExecutorClosed(OpsroomError):
     """A job was submitted after :meth:`JobExecutor.shutdown`."""
-
-
-class ActionFailed(Exception):
-    """Raised by an action that failed in a way it can explain (a host refused, a health
-    check failed): the message is the outcome shown in chat and the audit log, as is."""
-
-
-class JobCancelled(BaseException):
-    """Raised inside a job's function by ``ctx.check()`` / ``ctx.wait()`` once cancelled.
-
-    A ``BaseException``, like ``asyncio.CancelledError``, so that the ``except Exception``
-    blocks common in job code do not swallow the cancellation.
-    """
 
 
 class Job:

@@ -38,7 +38,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from bot.settings import parse_duration
+from bot.durations import parse_duration
+from bot.errors import ConfigurationError
 from bot.yamlconfig import load_yaml, validate
 
 
@@ -50,7 +51,7 @@ class Risk(StrEnum):
     DANGEROUS = "dangerous"
 
 
-class PolicyError(ValueError):
+class PolicyError(ConfigurationError):
     """The policy file is missing, not YAML, or does not validate; names file and key."""
 
 

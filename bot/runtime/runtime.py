@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.errors import Refusal
 from bot.redaction import Redactor
 from bot.runtime.actions import ActionSpec
 from bot.runtime.approvals import ApprovalBook, ApprovalError, Kind
@@ -179,8 +180,9 @@ class Runtime:
         self.record(AuditEvent.REQUESTED, run)
         who = caller.principal
         try:
+            spec.precheck(plugin, values)
             environment = run.environment
-        except ValueError as exc:  # the action's own checks (unknown host, bad parameter)
+        except Refusal as exc:  # the action's own checks (unknown host, bad parameter)
             denied = self.record(AuditEvent.DENIED, run, str(exc))
             self._denials[who.user_id] = f"`{run.command(self.prefix)}` was refused: {exc}"
             caller.say(self._echo(f"⛔ {exc} · nothing was run · audit {denied.id}"))
@@ -300,7 +302,7 @@ class Runtime:
             )
         try:
             self.book.check_binding(request, run.spec.digest(run.spec.validate(run.values)))
-        except (ApprovalError, ValueError) as exc:
+        except Refusal as exc:
             denied = self.record(AuditEvent.DENIED, run, str(exc))
             return f"⛔ {exc} · audit {denied.id}"
         self._start(run)

@@ -37,8 +37,11 @@ class Refusal(OpsroomError):
     """A request refused before anything ran. The message is fit for chat as it is."""
 
 
-class InvalidArgument(Refusal):
-    """An argument does not fit its parameter (type, pattern, length, unknown name)."""
+class InvalidArgument(Refusal, ValueError):
+    """An argument does not fit its parameter (type, pattern, length, unknown name).
+
+    Also a ``ValueError`` so that the same checks can run inside pydantic validators
+    (which turn only ``ValueError`` into a validation error)."""
 
 
 class UnknownTarget(Refusal):

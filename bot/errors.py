@@ -83,7 +83,7 @@ class ChatError(OpsroomError):
     """The chat surface cannot deliver (closed, or the server refused for good)."""
 
 
-class JobCancelled(BaseException):  # noqa: N818 - it is a signal, not an error
+class JobCancelled(BaseException):
     """Raised inside a job's function by ``ctx.check()`` / ``ctx.wait()`` once cancelled.
 
     A ``BaseException``, like ``asyncio.CancelledError``, so that the ``except Exception``

@@ -47,7 +47,9 @@ class Table:
         object.__setattr__(self, "limit", limit)
         for row in self.rows:
             if len(row) != len(self.headers):
-                raise ValueError(f"row {row!r} has {len(row)} cells for {len(self.headers)} headers")
+                raise ValueError(
+                    f"row {row!r} has {len(row)} cells for {len(self.headers)} headers"
+                )
 
     @property
     def shown(self) -> tuple[tuple[Cell, ...], ...]:

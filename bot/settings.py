@@ -29,6 +29,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from bot.durations import parse_duration
 from bot.errors import ConfigurationError
 
+
 def split_list(value: object) -> object:
     """Accept a comma- or whitespace-separated string as a list of strings."""
     if isinstance(value, str):

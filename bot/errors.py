@@ -23,6 +23,10 @@ traceback and reported as an internal error, never dressed up as a denial.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.outcomes import Outcome
 
 
 class OpsroomError(Exception):
@@ -72,7 +76,23 @@ class ApprovalError(Refusal):
 
 
 class ActionFailed(OpsroomError):
-    """An action failed in a way it can explain: the message is the outcome, as is."""
+    """An action failed in a way it can explain: the message is the outcome, as is.
+
+    ``details`` (an :class:`bot.outcomes.Outcome`, e.g. a per-host table and output) is
+    shown below the message when given.
+    """
+
+    def __init__(self, message: str, details: Outcome | None = None) -> None:
+        super().__init__(message)
+        self.details = details
+
+    @property
+    def outcome(self) -> Outcome:
+        from bot.outcomes import Outcome
+
+        if self.details is None:
+            return Outcome(str(self))
+        return Outcome(str(self), *self.details.blocks)
 
 
 class AuditError(OpsroomError):

@@ -58,7 +58,7 @@ import yaml
 
 from bot.errbot_config import CORE_PLUGINS
 from bot.runtime.audit import AuditRecord
-from bot.runtime.chat import close_runtime, runtime_for
+from bot.backends.actions import close_runtime, runtime_for
 from bot.runtime.runtime import Runtime
 from bot.settings import get_settings
 
@@ -151,7 +151,7 @@ def configure_opsroom(
     only these. ``monkeypatch`` undoes it all after the test.
 
     Call it before the bot starts: the runtime reads the settings once, when it is built
-    (:func:`bot.runtime.chat.runtime_for`). The :func:`opsroom` fixture calls it for you.
+    (:func:`bot.backends.actions.runtime_for`). The :func:`opsroom` fixture calls it for you.
     """
     for name in list(os.environ):
         if name.upper().startswith(_SETTINGS_PREFIXES):

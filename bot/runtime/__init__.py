@@ -1,24 +1,6 @@
-"""The action runtime: what plugin authors import.
+"""The action runtime: actions, policy, approvals, jobs and audit. Chat-free.
 
-from bot.runtime import Arg, Risk, action
+Nothing here imports Errbot or Mattermost code; the runtime talks to chat through
+:class:`bot.runtime.surface.ChatSurface`. Plugin authors import from :mod:`bot.plugin`;
+the Errbot glue is ``bot/backends/actions.py``.
 """
-
-from bot.runtime.actions import Arg, spec_of
-from bot.runtime.chat import action, close_runtime, runtime_for
-from bot.runtime.jobs import ActionFailed, JobContext
-from bot.runtime.policy import Principal, Risk
-from bot.runtime.runtime import ActionContext, Caller
-
-__all__ = [
-    "ActionContext",
-    "ActionFailed",
-    "Arg",
-    "Caller",
-    "JobContext",
-    "Principal",
-    "Risk",
-    "action",
-    "close_runtime",
-    "runtime_for",
-    "spec_of",
-]

@@ -33,7 +33,7 @@ import shlex
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -76,10 +76,30 @@ class Param:
         try:
             return self.adapter.validate_python(value)
         except ValidationError as exc:
-            message = "; ".join(error["msg"] for error in exc.errors())
-            raise ActionArgumentError(f"{self.name}: {message} (got {value!r})") from None
+            raise ActionArgumentError(f"{self.name}: {self._explain(exc)} (got {_shown(value)})") from None
+
+    def _explain(self, exc: ValidationError) -> str:
+        """Say what was expected in the parameter's own words (``Arg(help=...)``), or in
+        plain words for the common cases; pydantic's wording is the last resort."""
+        if self.arg.help:
+            return f"expected {self.arg.help}"
+        reasons = []
+        for error in exc.errors():
+            kind, context = error["type"], error.get("ctx") or {}
+            if kind == "literal_error":
+                reasons.append(f"must be {context.get('expected', 'one of the allowed values')}")
+            elif kind == "string_pattern_mismatch":
+                reasons.append(f"must match {context.get('pattern', 'its pattern')}")
+            elif kind in ("int_parsing", "int_from_float", "int_type"):
+                reasons.append("must be a whole number")
+            elif kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+                reasons.append(error["msg"].replace("Input should be", "must be"))
+            else:
+                reasons.append(error["msg"])
+        return "; ".join(reasons)
 
     def describe(self) -> str:
+        """The parameter as shown in usage: ``<name>``, ``to <env>``, ``[<name>]``."""
         if self.arg.keywords:
             return "[name=value ...]"
         shown = f"<{self.name}>"
@@ -105,9 +125,15 @@ class ActionSpec:
     timeout: float = 600.0
     confirm: bool | None = None  # None: confirm change actions on protected environments
     approval: bool | None = None  # None: dangerous actions need a second person's approval
-    lock: str = "queue"  # "queue" or "refuse" a second run on a busy target
+    lock: Literal["queue", "refuse"] = "queue"  # a second run on a busy target
 
     # --- arguments -------------------------------------------------------------------------
+    def help(self, prefix: str = "!") -> str:
+        """The command's help: summary, usage, risk and each documented parameter."""
+        lines = [f"{self.summary} Usage: {self.usage(prefix)} ({self.risk} action)"]
+        lines += [f"  {p.name}: {p.arg.help}" for p in self.params if p.arg.help]
+        return "\n".join(lines)
+
     def usage(self, prefix: str = "!") -> str:
         words = " ".join(param.describe() for param in self.params)
         return f"{prefix}{self.name.replace('.', ' ')} {words}".rstrip()
@@ -188,6 +214,12 @@ class ActionSpec:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _shown(value: Any) -> str:
+    """A value as shown back in an error: repr'd (control characters escaped), cut."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
 def declare(
     name: str | None = None,
     *,
@@ -198,7 +230,7 @@ def declare(
     timeout: float = 600.0,
     confirm: bool | None = None,
     approval: bool | None = None,
-    lock: str = "queue",
+    lock: Literal["queue", "refuse"] = "queue",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Attach an ActionSpec to a function (``bot.runtime.action`` also makes it a chat
     command; this is the chat-free part).

@@ -51,6 +51,12 @@ class Risk(StrEnum):
     DANGEROUS = "dangerous"
 
 
+NO_POLICY_HINT = (
+    "no policy is loaded, so every change is denied; set OPSROOM_POLICY to a policy "
+    "file that grants it (examples/policy.yaml shows one, docs/runtime.md explains it)"
+)
+
+
 class PolicyError(ConfigurationError):
     """The policy file is missing, not YAML, or does not validate; names file and key."""
 
@@ -130,11 +136,13 @@ class PolicyDocument(BaseModel):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who asks: the immutable user id, the current username (for messages), their groups."""
+    """Who asks: the immutable user id, the current username (for messages), their groups,
+    and ``roles`` held by declaration (an alert rule acting as a role; never a person)."""
 
     user_id: str
     username: str
     groups: frozenset[str] = frozenset()
+    roles: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -153,9 +161,11 @@ class Policy:
         document: PolicyDocument,
         resolve_user: Callable[[str], str | None] = lambda name: None,
         source: str = "<policy>",
+        loaded: bool = True,
     ) -> None:
         self.document = document
         self.source = source
+        self.loaded = loaded  # False: no policy file, the built-in default deny
         self._user_ids: dict[str, set[str]] = {}  # role -> user ids
         self._groups: dict[str, set[str]] = {}  # role -> group names
         self.unresolved: list[str] = []  # "@name (where)" that the server did not know
@@ -189,6 +199,11 @@ class Policy:
 
     # --- loading ---------------------------------------------------------------------------
     @classmethod
+    def none(cls) -> Policy:
+        """No policy file: reads are open to everyone, every change is denied."""
+        return cls(PolicyDocument(), source="(no OPSROOM_POLICY)", loaded=False)
+
+    @classmethod
     def load(cls, path: Path, resolve_user: Callable[[str], str | None] = lambda n: None) -> Policy:
         """Read and validate a policy file; errors name the file, the key and the problem."""
         return cls.from_mapping(load_yaml(path, PolicyError), resolve_user, source=str(path))
@@ -207,7 +222,9 @@ class Policy:
         return sorted(
             name
             for name in self.document.roles
-            if who.user_id in self._user_ids[name] or who.groups & self._groups[name]
+            if who.user_id in self._user_ids[name]
+            or who.groups & self._groups[name]
+            or name in who.roles
         )
 
     def is_reader(self, who: Principal) -> bool:
@@ -246,6 +263,8 @@ class Policy:
             if self.is_reader(who):
                 return Decision(True, "read actions are open to readers", tuple(mine))
             return Decision(False, f"{action}{where}: you are not among the policy's readers")
+        if not self.loaded:
+            return Decision(False, f"{action}{where}: {NO_POLICY_HINT}")
         granting = self._granting_roles(action, environment, arguments)
         held = [role for role in granting if role in mine]
         if held:

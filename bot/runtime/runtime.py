@@ -1,9 +1,11 @@
 """The action runtime: authorize, confirm or approve, run as a job, record every step.
 
-Chat-free: a :class:`Caller` says where a request came from and how to answer there (post a
-message, edit it), so the same path serves chat commands, alert rules and tests. Every step
-is an audit record first; what the channel is told is rendered from that record and carries
-its id.
+Chat-free. One entry point, :meth:`Runtime.submit`, serves every trigger: a chat message
+(a :class:`~bot.runtime.callers.Person`), an alert rule acting as a policy role
+(:class:`~bot.runtime.callers.Rule`) and an operator at the bot's host
+(:class:`~bot.runtime.callers.Operator`). Every step is an audit record first; what the
+conversation is told is a notice (data) built from that record, carrying its id and hash
+prefix, and rendered by the chat surface.
 """
 
 from __future__ import annotations
@@ -12,17 +14,22 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.errors import Refusal
+from bot.errors import ActionFailed, Refusal
+from bot.outcomes import Outcome, Table, as_outcome
 from bot.redaction import Redactor
+from bot.runtime import notices
 from bot.runtime.actions import ActionSpec
-from bot.runtime.approvals import ApprovalBook, ApprovalError, Kind
+from bot.runtime.approvals import ApprovalBook, Kind, Request
 from bot.runtime.audit import AuditEvent, AuditRecord, AuditStore
-from bot.runtime.jobs import Job, JobContext, JobExecutor, JobStatus, TargetBusy
+from bot.runtime.callers import Caller, Person
+from bot.runtime.jobs import Job, JobContext, JobExecutor, JobStatus
 from bot.runtime.policy import Policy, Principal, Risk
+from bot.runtime.surface import ChatSurface, Message, NoSurface, Place, Posted
 
 log = logging.getLogger(__name__)
 
@@ -32,56 +39,59 @@ FINAL_EVENTS = {
     JobStatus.CANCELLED: AuditEvent.CANCELLED,
     JobStatus.TIMED_OUT: AuditEvent.TIMED_OUT,
 }
-ICONS = {
-    AuditEvent.SUCCEEDED: "✅",
-    AuditEvent.FAILED: "❌",
-    AuditEvent.CANCELLED: "🛑",
-    AuditEvent.TIMED_OUT: "⌛",
-    AuditEvent.INTERRUPTED: "⚠️",
-}
-MAX_RESULT_CHARS = 3000
+MAX_RESULT_CHARS = 3000  # a change's outcome as stored in the audit log (after scrubbing)
+MAX_READ_SUMMARY_CHARS = 200  # a read's outcome as stored: a summary, not the data
 ACK_WAIT_SECONDS = 10
-
-
-@dataclass
-class Caller:
-    """Who asks, from where, and how to answer there.
-
-    ``say(text)`` posts a new message and returns a handle (or None); ``edit(handle, text)``
-    replaces that message (live progress). Without ``edit`` updates are posted anew.
-    ``on_posted(handle, callback)`` calls back with the message's post id once it exists
-    (for decisions by reaction on a request message).
-    """
-
-    principal: Principal
-    trigger: str = "chat"
-    channel_id: str = ""
-    post_id: str = ""
-    say: Callable[[str], Any] = lambda text: None
-    edit: Callable[[Any, str], None] | None = None
-    on_posted: Callable[[Any, Callable[[str], None]], None] | None = None
-    attach: Callable[[str, bytes, str], Any] | None = None  # (filename, content, message)
+MAX_REMEMBERED_DENIALS = 10_000  # people whose last denial !why-denied can explain
 
 
 class ActionContext:
-    """What an action's function gets as ``ctx``: its job's context (progress, check, wait,
-    on_cancel, cancelled) plus :meth:`attach` to hand long output to the conversation."""
+    """What an action's function gets as ``ctx``.
 
-    def __init__(self, job: JobContext, caller: Caller, scrub: Callable[[str], str]) -> None:
+    ``progress(text)`` updates the live message; ``check()`` and ``wait(seconds)`` raise
+    :class:`~bot.errors.JobCancelled` once the job is cancelled or timed out;
+    ``on_cancel(fn)`` registers a callback that stops remote work; ``attach()`` hands long
+    output to the conversation as a file; ``caller`` says who asked (a person, a rule, an
+    operator) and ``job_id`` names the job.
+    """
+
+    def __init__(self, job: JobContext, run: _Run, runtime: Runtime) -> None:
         self._job = job
-        self._caller = caller
-        self._scrub = scrub
+        self._run = run
+        self._runtime = runtime
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._job, name)
+    @property
+    def job_id(self) -> str:
+        return self._job.job.id
+
+    @property
+    def caller(self) -> Caller:
+        return self._run.caller
+
+    @property
+    def cancelled(self) -> bool:
+        return self._job.cancelled
+
+    def progress(self, text: str) -> None:
+        self._job.progress(text)
+
+    def check(self) -> None:
+        self._job.check()
+
+    def wait(self, seconds: float) -> None:
+        self._job.wait(seconds)
+
+    def on_cancel(self, callback: Callable[[], Any]) -> None:
+        self._job.on_cancel(callback)
 
     def attach(self, filename: str, text: str, message: str = "") -> bool:
         """Attach ``text`` (secrets scrubbed) as a file where the request was made.
         False where files cannot be attached (the result then has to say it all)."""
-        if self._caller.attach is None:
+        place = self._run.place
+        if place is None:
             return False
-        self._caller.attach(filename, self._scrub(text).encode(), self._scrub(message))
-        return True
+        scrub = self._runtime.redactor.scrub
+        return self._runtime.surface.attach(place, filename, scrub(text).encode(), scrub(message))
 
 
 @dataclass
@@ -92,9 +102,12 @@ class _Run:
     plugin: Any
     values: dict[str, Any]
     caller: Caller
+    place: Place | None
+    post_id: str
     correlation_id: str
-    handle: Any = None
+    posted: Posted | None = None
     job: Job | None = None
+    failure: ActionFailed | None = None
     started: float = field(default_factory=time.monotonic)
     # Set once the first message about the run exists: updates wait for it, so a job that
     # ends at once cannot have its result overtaken by its own acknowledgement.
@@ -108,10 +121,32 @@ class _Run:
     def environment(self) -> str:
         return self.spec.environment_of(self.plugin, self.values)
 
+    @property
+    def reads(self) -> bool:
+        return self.spec.risk is Risk.READ
+
     def command(self, prefix: str) -> str:
-        """The request as a command someone could type again."""
-        words = " ".join(f"{key}={value}" for key, value in self.values.items())
-        return f"{prefix}{self.spec.name.replace('.', ' ')} {words}".strip()
+        """The request as a command someone could type again (empty values left out)."""
+        words = []
+        for key, value in self.values.items():
+            if value in ("", None, {}, []):
+                continue
+            if isinstance(value, dict):
+                words += [f"{k}={v}" for k, v in value.items()]
+            else:
+                words.append(f"{key}={value}")
+        return f"{prefix}{self.spec.name.replace('.', ' ')} {' '.join(words)}".strip()
+
+    @property
+    def who(self) -> str:
+        """For the echo: "for @alice", or "by rule x for alert y"."""
+        if isinstance(self.caller, Person):
+            return f"for {self.caller.describe()}"
+        return f"by {self.caller.describe()}"
+
+
+def _ref(record: AuditRecord) -> notices.AuditRef:
+    return notices.AuditRef(record.id, record.hash)
 
 
 class Runtime:
@@ -124,76 +159,121 @@ class Runtime:
         audit: AuditStore,
         executor: JobExecutor,
         redactor: Redactor,
+        surface: ChatSurface | None = None,
         book: ApprovalBook | None = None,
         prefix: str = "!",
-        audit_channel: Callable[[str], Any] | None = None,
+        audit_place: Place | None = None,
     ) -> None:
         self.policy = policy
         self.audit = audit
         self.executor = executor
         self.redactor = redactor
+        self.surface: ChatSurface = surface or NoSurface()
         self.book = book or ApprovalBook()
         self.prefix = prefix
-        self.audit_channel = audit_channel
+        self.audit_place = audit_place
         self._lock = threading.Lock()
         self._pending: dict[str, _Run] = {}  # approval/confirmation id -> the waiting run
-        self._runs: dict[str, _Run] = {}  # job id -> run
-        self._denials: dict[str, str] = {}  # user id -> explanation of their last denial
+        self._runs: dict[str, _Run] = {}  # job id -> run, while the job is not finished
+        # user id -> explanation of their last denial (bounded, oldest forgotten first)
+        self._denials: OrderedDict[str, str] = OrderedDict()
 
     # ================================================================== records =====
     def record(self, event: AuditEvent, run: _Run, outcome: str = "", **extra: Any) -> AuditRecord:
-        caller = run.caller
+        principal = run.caller.principal
         return self.audit.append(
             event,
             action=run.spec.name,
             target=run.target,
-            actor_id=caller.principal.user_id,
-            actor_name=caller.principal.username,
-            trigger=caller.trigger,
-            channel_id=caller.channel_id,
-            post_id=caller.post_id,
+            actor_id=principal.user_id,
+            actor_name=principal.username,
+            trigger=run.caller.trigger,
+            channel_id=run.place.channel if run.place else "",
+            post_id=run.post_id,
             parameters=self.redactor.scrub_obj(run.values),
-            outcome=self.redactor.scrub(outcome),
+            outcome=self._bounded(outcome, MAX_RESULT_CHARS),
             correlation_id=run.correlation_id,
             **extra,
         )
 
-    def _echo(self, text: str) -> str:
-        """Scrub, then copy to the audit channel when one is configured."""
+    def _bounded(self, text: str, limit: int) -> str:
+        """Scrub first, then cut: a cut secret would no longer be recognised."""
         text = self.redactor.scrub(text)
-        if self.audit_channel:
-            try:
-                self.audit_channel(text)
-            except Exception:
-                log.exception("could not copy an echo to the audit channel")
-        return text
+        if len(text) <= limit:
+            return text
+        return f"{text[:limit]}… [{len(text) - limit} more characters]"
+
+    def _say(self, run: _Run, message: Message) -> Posted | None:
+        """Tell the run's conversation (and copy to the audit channel)."""
+        message = self._scrubbed(message)
+        self._copy_to_audit_channel(message)
+        if run.place is None:
+            return None
+        return self.surface.post(run.place, message)
+
+    def _scrubbed(self, message: Message) -> Message:
+        if isinstance(message, str):
+            return self.redactor.scrub(message)
+        if isinstance(message, Outcome):
+            return message.map_text(self.redactor.scrub)
+        return message  # notices are built from scrubbed records and outcomes
+
+    def _copy_to_audit_channel(self, message: Message) -> None:
+        if self.audit_place is not None:
+            self.surface.post(self.audit_place, message)
+
+    def _remember_denial(self, user_id: str, text: str) -> None:
+        with self._lock:
+            self._denials[user_id] = text
+            self._denials.move_to_end(user_id)
+            while len(self._denials) > MAX_REMEMBERED_DENIALS:
+                self._denials.popitem(last=False)
 
     def last_denial(self, user_id: str) -> str | None:
-        return self._denials.get(user_id)
+        with self._lock:
+            return self._denials.get(user_id)
 
     # ================================================================== request =====
-    def request(
-        self, spec: ActionSpec, plugin: Any, values: dict[str, Any], caller: Caller
+    def submit(
+        self,
+        spec: ActionSpec,
+        plugin: Any,
+        arguments: str | Mapping[str, Any],
+        caller: Caller,
+        place: Place | None = None,
+        post_id: str = "",
     ) -> None:
-        """Handle one validated request: it is answered through ``caller``."""
-        run = _Run(spec, plugin, values, caller, correlation_id=f"C-{secrets.token_hex(4)}")
-        self.record(AuditEvent.REQUESTED, run)
-        who = caller.principal
+        """The one entry point: a request from chat (``arguments`` as typed), an alert
+        rule or the CLI (``arguments`` already bound by name). It is validated, checked,
+        authorized, confirmed or approved as needed, and run as a job; every step is
+        recorded and told to ``place`` (if any)."""
+        correlation_id = f"C-{secrets.token_hex(4)}"
+        try:
+            values = (
+                spec.parse(arguments) if isinstance(arguments, str) else spec.validate(arguments)
+            )
+        except Refusal as exc:
+            shown = arguments if isinstance(arguments, str) else dict(arguments)
+            run = _Run(spec, plugin, {"arguments": shown}, caller, place, post_id, correlation_id)
+            self._refuse(run, f"invalid arguments: {exc}", str(exc), usage=True)
+            return
+        run = _Run(spec, plugin, values, caller, place, post_id, correlation_id)
+        if not run.reads:
+            self.record(AuditEvent.REQUESTED, run)
         try:
             spec.precheck(plugin, values)
             environment = run.environment
-        except Refusal as exc:  # the action's own checks (unknown host, bad parameter)
-            denied = self.record(AuditEvent.DENIED, run, str(exc))
-            self._denials[who.user_id] = f"`{run.command(self.prefix)}` was refused: {exc}"
-            caller.say(self._echo(f"⛔ {exc} · nothing was run · audit {denied.id}"))
+        except Refusal as exc:  # the action's own checks (unknown host, service, namespace)
+            self._refuse(run, str(exc), str(exc))
             return
-        decision = self.policy.authorize(who, spec.name, spec.risk, environment, values)
+        decision = self.policy.authorize(caller.principal, spec.name, spec.risk, environment, values)
         if not decision.allowed:
             denied = self.record(AuditEvent.DENIED, run, decision.reason)
-            self._denials[who.user_id] = (
-                f"`{run.command(self.prefix)}` was denied: {decision.reason} (audit {denied.id})"
+            self._remember_denial(
+                caller.principal.user_id,
+                f"{run.command(self.prefix)} was denied: {decision.reason} (audit {denied.id})",
             )
-            caller.say(self._echo(f"⛔ denied: {decision.reason} · audit {denied.id}"))
+            self._say(run, notices.Denied(run.command(self.prefix), decision.reason, _ref(denied)))
             return
         kind = self._gate(spec, environment)
         if kind is None:
@@ -201,46 +281,48 @@ class Runtime:
         else:
             self._ask(run, kind)
 
-    def deny_command(self, command: str, caller: Caller, reason: str) -> AuditRecord:
+    def _refuse(self, run: _Run, recorded: str, reason: str, usage: bool = False) -> None:
+        denied = self.record(AuditEvent.DENIED, run, recorded)
+        command = run.command(self.prefix)
+        self._remember_denial(
+            run.caller.principal.user_id, f"{command} was refused: {reason} (audit {denied.id})"
+        )
+        shown_usage = run.spec.usage(self.prefix) if usage else ""
+        refused = notices.Refused(command, self.redactor.scrub(reason), _ref(denied), shown_usage)
+        self._say(run, refused)
+
+    def deny_command(
+        self,
+        command: str,
+        caller: Caller,
+        reason: str,
+        place: Place | None = None,
+        post_id: str = "",
+    ) -> notices.Denied:
         """Record a chat command (not an action) refused before it ran, e.g. admin-only."""
+        principal = caller.principal
         record = self.audit.append(
             AuditEvent.DENIED,
             action=command,
-            actor_id=caller.principal.user_id,
-            actor_name=caller.principal.username,
+            actor_id=principal.user_id,
+            actor_name=principal.username,
             trigger=caller.trigger,
-            channel_id=caller.channel_id,
-            post_id=caller.post_id,
+            channel_id=place.channel if place else "",
+            post_id=post_id,
             outcome=reason,
             correlation_id=f"C-{secrets.token_hex(4)}",
         )
-        self._denials[caller.principal.user_id] = (
-            f"`{self.prefix}{command}` was denied: {reason} (audit {record.id})"
-        )
-        return record
+        shown = f"{self.prefix}{command}"
+        self._remember_denial(principal.user_id, f"{shown} was denied: {reason} (audit {record.id})")
+        return notices.Denied(shown, reason, _ref(record))
 
-    def invoke(self, spec: ActionSpec, plugin: Any, values: dict[str, Any], caller: Caller) -> None:
-        """Run an action programmatically (alert rules): validate, then as from chat."""
-        self.request(spec, plugin, spec.validate(values), caller)
-
-    def refuse(self, spec: ActionSpec, plugin: Any, raw: str, caller: Caller, reason: str) -> None:
-        """Record and answer a request whose arguments did not validate: nothing runs."""
-        run = _Run(spec, plugin, {"arguments": raw}, caller, f"C-{secrets.token_hex(4)}")
-        denied = self.record(AuditEvent.DENIED, run, f"invalid arguments: {reason}")
-        caller.say(
-            self._echo(
-                f"⛔ {reason}\nusage: `{spec.usage(self.prefix)}` · nothing was run · "
-                f"audit {denied.id}"
-            )
-        )
-
-    def _gate(self, spec: ActionSpec, target: str) -> Kind | None:
+    def _gate(self, spec: ActionSpec, environment: str) -> Kind | None:
         approval = spec.approval if spec.approval is not None else spec.risk is Risk.DANGEROUS
         if approval:
             return Kind.APPROVAL
         confirm = spec.confirm
         if confirm is None:
-            confirm = spec.risk is Risk.CHANGE and self.policy.is_protected(target)
+            confirm = spec.risk is Risk.CHANGE and self.policy.is_protected(environment)
         return Kind.CONFIRMATION if confirm else None
 
     def _ask(self, run: _Run, kind: Kind) -> None:
@@ -252,7 +334,10 @@ class Runtime:
             run.spec.digest(run.values),
             run.caller.principal,
             ttl,
-            context={"correlation_id": run.correlation_id, "channel_id": run.caller.channel_id},
+            context={
+                "correlation_id": run.correlation_id,
+                "channel_id": run.place.channel if run.place else "",
+            },
         )
         with self._lock:
             self._pending[request.id] = run
@@ -262,53 +347,58 @@ class Runtime:
             else AuditEvent.CONFIRMATION_REQUESTED
         )
         record = self.record(event, run, f"request {request.id}")
-        minutes = max(1, round(ttl / 60))
-        who = f"@{run.caller.principal.username}"
-        if kind is Kind.APPROVAL:
-            roles = ", ".join(self.policy.approvers(run.spec.name)) or "nobody (see the policy)"
-            text = (
-                f"🔐 {who} asks to run `{run.command(self.prefix)}`. It needs approval by "
-                f"someone else with role {roles}: `{self.prefix}approve {request.id}` or 👍, "
-                f"`{self.prefix}reject {request.id}` or 👎. Expires in {minutes} min · "
-                f"audit {record.id}"
-            )
-        else:
-            text = (
-                f"❓ {who}, `{run.command(self.prefix)}` touches protected {run.environment}. "
-                f"Confirm with `{self.prefix}confirm {request.id}` or 👍 within {minutes} min "
-                f"(`{self.prefix}reject {request.id}` or 👎 to drop it) · audit {record.id}"
-            )
-        run.handle = run.caller.say(self._echo(text))
-        if run.handle is not None and run.caller.on_posted is not None:
-            run.caller.on_posted(run.handle, lambda post_id: setattr(request, "post_id", post_id))
+        asked = notices.Asked(
+            approval=kind is Kind.APPROVAL,
+            who=run.caller.describe(),
+            command=run.command(self.prefix),
+            request_id=request.id,
+            minutes=max(1, round(ttl / 60)),
+            environment=run.environment,
+            approver_roles=tuple(self.policy.approvers(run.spec.name)),
+            audit=_ref(record),
+            prefix=self.prefix,
+        )
+        run.posted = self._say(run, asked)
+        if run.posted is not None:
+            run.posted.when_posted(lambda post_id: setattr(request, "post_id", post_id))
 
-    def decide(self, request_id: str, who: Principal, grant: bool) -> str:
-        """Approve, confirm or reject a pending request; returns the answer to give."""
+    def decide(self, request_id: str, who: Principal, grant: bool) -> notices.Notice:
+        """Approve, confirm or reject a pending request; returns what to answer."""
+        request = self.book.get(request_id)
+        with self._lock:
+            run = self._pending.get(request.id) if request is not None else None
         try:
             request = self.book.decide(request_id, who, grant, self.policy.can_approve)
-        except ApprovalError as exc:
+        except Refusal as exc:
             self.expire_pending()
-            return f"⛔ {exc}"
+            if run is None:
+                return notices.DecisionRefused(str(exc))
+            refused = self.record(
+                AuditEvent.DENIED, run, f"decision by @{who.username} refused: {exc}"
+            )
+            return notices.DecisionRefused(str(exc), _ref(refused))
         with self._lock:
             run = self._pending.pop(request.id, None)
         if run is None:
-            return f"⛔ request {request.id} is no longer known (the bot restarted?)"
+            return notices.DecisionRefused(
+                f"request {request.id} is no longer known (the bot restarted?)"
+            )
         verb = "granted" if grant else "rejected"
         event = AuditEvent.GRANTED if grant else AuditEvent.REJECTED
         record = self.record(event, run, f"{request.kind} {verb} by @{who.username}")
+        decided = notices.Decided(request.id, grant, f"@{who.username}", _ref(record))
+        self._copy_to_audit_channel(decided)
         if not grant:
-            return self._echo(
-                f"🚫 request {request.id} {verb} by @{who.username} · audit {record.id}"
-            )
+            return decided
         try:
             self.book.check_binding(request, run.spec.digest(run.spec.validate(run.values)))
         except Refusal as exc:
             denied = self.record(AuditEvent.DENIED, run, str(exc))
-            return f"⛔ {exc} · audit {denied.id}"
+            return notices.DecisionRefused(str(exc), _ref(denied))
         self._start(run)
-        return self._echo(f"👍 request {request.id} {verb} by @{who.username} · audit {record.id}")
+        return decided
 
-    def decide_by_reaction(self, post_id: str, who: Principal, emoji: str) -> str | None:
+    def decide_by_reaction(self, post_id: str, who: Principal, emoji: str) -> notices.Notice | None:
         """👍 / 👎 on a request message; None when the post is not a pending request."""
         grant = {"+1": True, "thumbsup": True, "-1": False, "thumbsdown": False}.get(emoji)
         request = self.book.by_post(post_id)
@@ -325,22 +415,28 @@ class Runtime:
             if run is None:
                 continue
             record = self.record(AuditEvent.EXPIRED, run, f"request {request.id} expired")
-            run.caller.say(
-                self._echo(f"⌛ request {request.id} expired; nothing was run · audit {record.id}")
-            )
+            self._say(run, notices.Expired(request.id, _ref(record)))
             expired.append(request.id)
         return expired
+
+    def pending_requests(self) -> list[Request]:
+        return self.book.pending()
 
     # ===================================================================== jobs =====
     def _start(self, run: _Run) -> None:
         def body(ctx: JobContext) -> Any:
-            started = self.record(AuditEvent.STARTED, run)
+            started = None if run.reads else self.record(AuditEvent.STARTED, run)
             self._update(
-                run, f"⏳ `{run.command(self.prefix)}` running as {ctx.job.id} · audit {started.id}"
+                run,
+                notices.Running(
+                    run.command(self.prefix), ctx.job.id, audit=_ref(started) if started else None
+                ),
             )
-            return run.spec.func(
-                run.plugin, ActionContext(ctx, run.caller, self.redactor.scrub), **run.values
-            )
+            try:
+                return run.spec.func(run.plugin, ActionContext(ctx, run, self), **run.values)
+            except ActionFailed as exc:
+                run.failure = exc
+                raise
 
         try:
             job = self.executor.submit(
@@ -350,68 +446,94 @@ class Runtime:
                 timeout=run.spec.timeout,
                 lock_policy="refuse" if run.spec.lock == "refuse" else "queue",
                 on_progress=lambda job, text: self._update(
-                    run, f"⏳ `{run.command(self.prefix)}` ({job.id}): {text}"
+                    run, notices.Running(run.command(self.prefix), job.id, progress=text)
                 ),
                 on_done=lambda job: self._finish(run, job),
             )
-        except TargetBusy as busy:
-            denied = self.record(AuditEvent.DENIED, run, str(busy))
-            run.caller.say(self._echo(f"⛔ {busy} · audit {denied.id}"))
+        except Refusal as busy:
+            self._refuse(run, str(busy), str(busy))
             return
         run.job = job
         with self._lock:
             self._runs[job.id] = run
         try:
-            if run.handle is None:
-                run.handle = run.caller.say(
-                    self._echo(f"⏳ `{run.command(self.prefix)}` accepted as job {job.id}")
-                )
+            if run.posted is None:
+                run.posted = self._say(run, notices.Accepted(run.command(self.prefix), job.id))
         finally:
             run.acked.set()
 
-    def _update(self, run: _Run, text: str) -> None:
-        text = self.redactor.scrub(text)
+    def _update(self, run: _Run, notice: notices.Running) -> None:
         run.acked.wait(ACK_WAIT_SECONDS)
-        if run.handle is not None and run.caller.edit is not None:
-            run.caller.edit(run.handle, text)
+        if run.posted is not None:
+            self.surface.edit(run.posted, notice, final=False)
+
+    def _outcome(self, run: _Run, job: Job) -> Outcome:
+        if job.status is JobStatus.SUCCEEDED:
+            return as_outcome(job.result)
+        if job.status is JobStatus.CANCELLED:
+            return Outcome(f"cancelled by {job.cancelled_by or 'someone'}")
+        if job.status is JobStatus.TIMED_OUT:
+            return Outcome(f"timed out after {run.spec.timeout:g}s")
+        if run.failure is not None:
+            return run.failure.outcome
+        return Outcome(job.error or "failed")
 
     def _finish(self, run: _Run, job: Job) -> None:
-        event = FINAL_EVENTS[job.status]
-        if job.status is JobStatus.SUCCEEDED:
-            outcome = "ok" if job.result is None else str(job.result)
-        elif job.status is JobStatus.CANCELLED:
-            outcome = f"cancelled by {job.cancelled_by or 'someone'}"
-        elif job.status is JobStatus.TIMED_OUT:
-            outcome = f"timed out after {run.spec.timeout:g}s"
-        else:
-            outcome = job.error or "failed"
-        duration = int((time.monotonic() - run.started) * 1000)
-        if job.started_at and job.finished_at:
-            duration = int((job.finished_at - job.started_at).total_seconds() * 1000)
-        record = self.record(event, run, outcome[:MAX_RESULT_CHARS], duration_ms=duration)
-        text = self._echo(render(record, self.prefix, run.command(self.prefix)))
-        run.acked.wait(ACK_WAIT_SECONDS)
-        if run.handle is not None and run.caller.edit is not None:
-            run.caller.edit(run.handle, text)
-        else:
-            run.caller.say(text)
+        try:
+            event = FINAL_EVENTS[job.status]
+            outcome = self._outcome(run, job).map_text(self.redactor.scrub)
+            duration = int((time.monotonic() - run.started) * 1000)
+            if job.started_at and job.finished_at:
+                duration = int((job.finished_at - job.started_at).total_seconds() * 1000)
+            stored = (
+                self._bounded(_summary(outcome), MAX_READ_SUMMARY_CHARS)
+                if run.reads
+                else outcome.plain()
+            )
+            record = self.record(event, run, stored, duration_ms=duration)
+            finished = notices.Finished(
+                command=run.command(self.prefix),
+                who=run.who,
+                status=record.event.value,
+                outcome=outcome,
+                seconds=duration / 1000,
+                job_id=job.id,
+                audit=_ref(record),
+            )
+            self._copy_to_audit_channel(finished)
+            run.acked.wait(ACK_WAIT_SECONDS)
+            if run.place is None:
+                return
+            if run.posted is not None:
+                self.surface.edit(run.posted, finished, final=True)
+            else:
+                self.surface.post(run.place, finished)
+        finally:
+            with self._lock:
+                self._runs.pop(job.id, None)
 
-    def cancel(self, job_id: str, who: Principal) -> str:
-        job = self.executor.get(job_id.strip().upper())
+    def cancel(self, job_id: str, who: Principal) -> Job:
+        """Cancel a job for ``who``; raises Refusal when it may not or cannot be."""
+        job = self.executor.get(job_id)
         if job is None:
-            return f"⛔ no job {job_id}"
-        run = self._runs.get(job.id)
-        allowed = run is not None and (
+            raise Refusal(f"no job {job_id.strip()}")
+        with self._lock:
+            run = self._runs.get(job.id)
+        if run is None:
+            raise Refusal(f"job {job.id} already {job.status}")
+        allowed = (
             run.caller.principal.user_id == who.user_id
             or self.policy.authorize(
                 who, run.spec.name, run.spec.risk, run.environment, run.values
             ).allowed
         )
         if not allowed:
-            return f"⛔ only the requester or someone allowed to run {job.name} may cancel {job.id}"
+            raise Refusal(
+                f"only the requester or someone allowed to run {job.name} may cancel {job.id}"
+            )
         if not job.cancel(by=f"@{who.username}"):
-            return f"job {job.id} already {job.status}"
-        return f"🛑 cancelling {job.id}"
+            raise Refusal(f"job {job.id} already {job.status}")
+        return job
 
     def jobs(self) -> list[Job]:
         return self.executor.jobs(active_only=True)
@@ -439,13 +561,24 @@ class Runtime:
         return interrupted
 
 
-def render(record: AuditRecord, prefix: str, command: str = "") -> str:
-    """The channel echo of a final record: what, who, outcome, how long, audit id."""
-    icon = ICONS.get(record.event, "•")
-    shown = command or f"{prefix}{record.action}"
-    seconds = f" in {record.duration_ms / 1000:.1f}s" if record.duration_ms is not None else ""
-    who = f" for @{record.actor_name}" if record.actor_name else ""
-    outcome = record.outcome
-    # A multi-line outcome is the action's own Markdown (tables, fenced output): as is.
-    body = f"\n{outcome}\n" if "\n" in outcome else (f": {outcome}" if outcome else "")
-    return f"{icon} `{shown}`{who} {record.event.value}{seconds}{body} · audit {record.id}"
+def _summary(outcome: Outcome) -> str:
+    """What the audit log keeps of a read: its summary, or the size of what it showed."""
+    if outcome.summary:
+        return outcome.summary
+    rows = sum(len(block.rows) for block in outcome.blocks if isinstance(block, Table))
+    if rows:
+        return f"{rows} rows shown"
+    return "shown" if outcome.blocks else "ok"
+
+
+def interrupted_notice(record: AuditRecord, prefix: str) -> notices.Finished:
+    """What to tell a channel about an action a restart interrupted."""
+    return notices.Finished(
+        command=f"{prefix}{record.action.replace('.', ' ')}",
+        who=f"for @{record.actor_name}" if record.actor_name else "",
+        status=record.event.value,
+        outcome=Outcome(record.outcome),
+        seconds=None,
+        job_id="",
+        audit=_ref(record),
+    )

@@ -17,7 +17,7 @@ from pydantic import StringConstraints
 from bot.connectors.ssh import SSHConnector
 from bot.inventory import Inventory
 from bot.operations import SSHOperations, output_tail, summary_table
-from bot.runtime import ActionContext, ActionFailed, Arg, Risk, action
+from bot.plugin import ActionContext, ActionFailed, Arg, Risk, action
 from bot.settings import get_settings
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")]

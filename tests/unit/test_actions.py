@@ -51,8 +51,8 @@ def test_positional_word_and_keyword_binding():
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("api latest to staging", "version: String should match pattern"),
-        ("api 1.4.2 to moon", "env: Input should be 'staging' or 'production'"),
+        ("api latest to staging", "version: must match ^"),
+        ("api 1.4.2 to moon", "env: must be 'staging' or 'production' (got 'moon')"),
         ("api 1.4.2", "missing env"),
         ("api 1.4.2 to staging extra", "unexpected argument 'extra'"),
         ("api 'unbalanced to staging", "cannot read the arguments"),

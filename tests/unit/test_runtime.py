@@ -8,13 +8,18 @@ from typing import Annotated, Literal
 
 import pytest
 
+from bot.errors import Refusal
+from bot.messages import render
 from bot.redaction import Redactor
+from bot.rendering import MarkdownRenderer
 from bot.runtime.actions import Arg, spec_of
 from bot.runtime.actions import declare as action
 from bot.runtime.audit import AuditEvent, AuditStore
+from bot.runtime.callers import Person
 from bot.runtime.jobs import JobExecutor
 from bot.runtime.policy import Policy, Principal, Risk
-from bot.runtime.runtime import Caller, Runtime
+from bot.runtime.runtime import Runtime
+from bot.runtime.surface import NoSurface, Place, Posted
 
 ALICE = Principal("a" * 26, "alice")
 BOB = Principal("b" * 26, "bob")
@@ -63,24 +68,51 @@ DEPLOY, DROP, SLOW = spec_of(Ops.deploy), spec_of(Ops.drop), spec_of(Ops.slow)
 RESTART = spec_of(Ops.restart)
 
 
-class Chat:
-    """A caller's channel: every message said, and edits applied in place."""
+PLACE = Place("c" * 26)
+
+
+def text(notice):
+    return render(notice, MarkdownRenderer())
+
+
+class _Index(Posted):
+    def __init__(self, index):
+        super().__init__(None)
+        self.index = index
+
+
+class Chat(NoSurface):
+    """A channel: every message posted, and edits applied in place (a ChatSurface)."""
+
+    name = "test"
 
     def __init__(self):
         self.messages: list[str] = []
         self.lock = threading.Lock()
 
-    def say(self, text):
+    def post(self, place, message):
         with self.lock:
-            self.messages.append(text)
-            return len(self.messages) - 1
+            self.messages.append(text(message))
+            return _Index(len(self.messages) - 1)
 
-    def edit(self, handle, text):
+    def edit(self, posted, message, *, final):
         with self.lock:
-            self.messages[handle] = text
+            self.messages[posted.index] = text(message)
 
-    def caller(self, who=ALICE):
-        return Caller(who, "chat", "c" * 26, "p" * 26, self.say, self.edit)
+    def wait_for(self, needle, timeout=5):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if any(needle in m for m in self.messages):
+                    return
+            time.sleep(0.02)
+        raise AssertionError(f"{needle!r} never said: {self.messages}")
+
+
+def ask(rt, chat, spec, plugin, values, who=ALICE):
+    """A request from chat by ``who``, answered in ``chat``."""
+    rt.surface = chat
+    rt.submit(spec, plugin, values, Person(who), PLACE, "p" * 26)
 
     def wait_for(self, needle, timeout=5):
         deadline = time.monotonic() + timeout
@@ -136,7 +168,7 @@ def wait_event(rt, event, timeout=5):
 def test_denied_without_a_grant_and_explained(runtime):
     chat, plugin = Chat(), Ops()
     outsider = Principal("e" * 26, "eve")
-    runtime.request(DEPLOY, plugin, {"app": "api", "env": "staging"}, chat.caller(outsider))
+    ask(runtime, chat, DEPLOY, plugin, {"app": "api", "env": "staging"}, outsider)
     assert "denied: deploy in staging needs role deployer (you have: no role)" in chat.messages[0]
     assert events(runtime) == [AuditEvent.REQUESTED, AuditEvent.DENIED]
     assert "needs role deployer" in runtime.last_denial(outsider.user_id)
@@ -145,7 +177,7 @@ def test_denied_without_a_grant_and_explained(runtime):
 
 def test_allowed_action_runs_as_a_job_and_the_echo_carries_the_audit_id(runtime):
     chat, plugin = Chat(), Ops()
-    runtime.request(DEPLOY, plugin, {"app": "api", "env": "staging"}, chat.caller())
+    ask(runtime, chat, DEPLOY, plugin, {"app": "api", "env": "staging"})
     wait_event(runtime, AuditEvent.SUCCEEDED)
     chat.wait_for("succeeded")
     final = runtime.audit.last(1)[0]
@@ -161,7 +193,7 @@ def test_allowed_action_runs_as_a_job_and_the_echo_carries_the_audit_id(runtime)
 
 def test_secrets_in_output_never_reach_chat_or_audit(runtime, tmp_path):
     chat = Chat()
-    runtime.request(DEPLOY, Ops(), {"app": "api", "env": "staging"}, chat.caller())
+    ask(runtime, chat, DEPLOY, Ops(), {"app": "api", "env": "staging"})
     wait_event(runtime, AuditEvent.SUCCEEDED)
     chat.wait_for("succeeded")
     assert SECRET not in "".join(chat.messages)
@@ -171,12 +203,12 @@ def test_secrets_in_output_never_reach_chat_or_audit(runtime, tmp_path):
 
 def test_protected_environment_needs_the_requesters_confirmation(runtime):
     chat, plugin = Chat(), Ops()
-    runtime.request(DEPLOY, plugin, {"app": "api", "env": "production"}, chat.caller())
+    ask(runtime, chat, DEPLOY, plugin, {"app": "api", "env": "production"})
     request_id = runtime.book.pending()[0].id
     assert f"confirm {request_id}" in chat.messages[0]
-    assert "only @alice can confirm" in runtime.decide(request_id, BOB, True)
+    assert "only @alice can confirm" in text(runtime.decide(request_id, BOB, True))
     assert plugin.ran == []
-    assert "granted by @alice" in runtime.decide(request_id, ALICE, True)
+    assert "granted by @alice" in text(runtime.decide(request_id, ALICE, True))
     wait_event(runtime, AuditEvent.SUCCEEDED)
     assert plugin.ran == [("deploy", "api", "production")]
     assert AuditEvent.CONFIRMATION_REQUESTED in events(runtime)
@@ -184,23 +216,23 @@ def test_protected_environment_needs_the_requesters_confirmation(runtime):
 
 def test_dangerous_action_needs_another_approver(runtime):
     chat, plugin = Chat(), Ops()
-    runtime.request(DROP, plugin, {"db": "orders", "env": "staging"}, chat.caller())
+    ask(runtime, chat, DROP, plugin, {"db": "orders", "env": "staging"})
     request_id = runtime.book.pending()[0].id
     assert "role approver" in chat.messages[0]
-    assert "cannot approve your own" in runtime.decide(request_id, ALICE, True)
-    assert "may not approve" in runtime.decide(request_id, BOB, True)
+    assert "cannot approve your own" in text(runtime.decide(request_id, ALICE, True))
+    assert "may not approve" in text(runtime.decide(request_id, BOB, True))
     assert plugin.ran == []
-    assert "granted by @dave" in runtime.decide(request_id, DAVE, True)
+    assert "granted by @dave" in text(runtime.decide(request_id, DAVE, True))
     wait_event(runtime, AuditEvent.SUCCEEDED)
     assert plugin.ran == [("drop", "orders", "staging")]
 
 
 def test_approval_is_bound_to_the_exact_arguments(runtime):
     chat, plugin = Chat(), Ops()
-    runtime.request(DROP, plugin, {"db": "orders", "env": "staging"}, chat.caller())
+    ask(runtime, chat, DROP, plugin, {"db": "orders", "env": "staging"})
     request = runtime.book.pending()[0]
     runtime._pending[request.id].values["db"] = "customers"  # changed after asking
-    answer = runtime.decide(request.id, DAVE, True)
+    answer = text(runtime.decide(request.id, DAVE, True))
     assert "granted for different arguments; nothing was run" in answer
     assert plugin.ran == []
     assert events(runtime)[-1] is AuditEvent.DENIED
@@ -208,42 +240,45 @@ def test_approval_is_bound_to_the_exact_arguments(runtime):
 
 def test_reaction_approval_and_rejection(runtime):
     chat, plugin = Chat(), Ops()
-    runtime.request(DROP, plugin, {"db": "a", "env": "staging"}, chat.caller())
+    ask(runtime, chat, DROP, plugin, {"db": "a", "env": "staging"})
     first = runtime.book.pending()[0]
     first.post_id = "q" * 26
     assert runtime.decide_by_reaction("q" * 26, DAVE, "heart") is None
-    assert "rejected by @dave" in runtime.decide_by_reaction("q" * 26, DAVE, "-1")
-    runtime.request(DROP, plugin, {"db": "b", "env": "staging"}, chat.caller())
+    assert "rejected by @dave" in text(runtime.decide_by_reaction("q" * 26, DAVE, "-1"))
+    ask(runtime, chat, DROP, plugin, {"db": "b", "env": "staging"})
     second = runtime.book.pending()[0]
     second.post_id = "r" * 26
-    assert "granted by @dave" in runtime.decide_by_reaction("r" * 26, DAVE, "+1")
+    assert "granted by @dave" in text(runtime.decide_by_reaction("r" * 26, DAVE, "+1"))
     wait_event(runtime, AuditEvent.SUCCEEDED)
     assert plugin.ran == [("drop", "b", "staging")]
 
 
 def test_requests_expire(runtime):
     chat, plugin = Chat(), Ops()
-    runtime.request(DROP, plugin, {"db": "a", "env": "staging"}, chat.caller())
+    ask(runtime, chat, DROP, plugin, {"db": "a", "env": "staging"})
     request_id = runtime.book.pending()[0].id
     time.sleep(1.1)
-    assert "expired" in runtime.decide(request_id, DAVE, True)
-    assert events(runtime)[-1] is AuditEvent.EXPIRED
+    assert "expired" in text(runtime.decide(request_id, DAVE, True))
+    assert events(runtime)[-2:] == [AuditEvent.EXPIRED, AuditEvent.DENIED]
+    refusal = runtime.audit.last(1)[0]
+    assert "decision by @dave refused" in refusal.outcome
     assert any("expired; nothing was run" in m for m in chat.messages)
     assert plugin.ran == []
 
 
 def test_cancel_timeout_and_busy_target(runtime):
     chat, plugin = Chat(), Ops()
-    runtime.request(SLOW, plugin, {"env": "staging"}, chat.caller())
+    ask(runtime, chat, SLOW, plugin, {"env": "staging"})
     wait_event(runtime, AuditEvent.STARTED)
-    runtime.request(SLOW, plugin, {"env": "staging"}, chat.caller(BOB))
+    ask(runtime, chat, SLOW, plugin, {"env": "staging"}, BOB)
     assert any("busy" in m for m in chat.messages)
     job = runtime.jobs()[0]
     outsider = Principal("e" * 26, "eve")
-    assert "may cancel" in runtime.cancel(job.id, outsider)
-    assert "cancelling" in runtime.cancel(job.id, ALICE)
+    with pytest.raises(Refusal, match="may cancel"):
+        runtime.cancel(job.id, outsider)
+    assert runtime.cancel(job.id, ALICE) is job
     wait_event(runtime, AuditEvent.CANCELLED)
-    runtime.request(SLOW, plugin, {"env": "production"}, chat.caller())
+    ask(runtime, chat, SLOW, plugin, {"env": "production"})
     runtime.decide(runtime.book.pending()[0].id, ALICE, True)
     wait_event(runtime, AuditEvent.TIMED_OUT)
     assert plugin.ran == []
@@ -251,7 +286,7 @@ def test_cancel_timeout_and_busy_target(runtime):
 
 def test_recover_marks_unfinished_actions_interrupted(runtime):
     chat = Chat()
-    runtime.request(SLOW, Ops(), {"env": "staging"}, chat.caller())
+    ask(runtime, chat, SLOW, Ops(), {"env": "staging"})
     wait_event(runtime, AuditEvent.STARTED)
     # a new process would find the STARTED record without an end
     interrupted = runtime.recover()
@@ -262,12 +297,12 @@ def test_recover_marks_unfinished_actions_interrupted(runtime):
 
 def test_a_job_that_ends_at_once_does_not_race_its_acknowledgement(runtime):
     class SlowChat(Chat):
-        def say(self, text):
+        def post(self, place, message):
             time.sleep(0.3)  # the job finishes while the acknowledgement is being posted
-            return super().say(text)
+            return super().post(place, message)
 
     chat, plugin = SlowChat(), Ops()
-    runtime.request(DEPLOY, plugin, {"app": "api", "env": "staging"}, chat.caller())
+    ask(runtime, chat, DEPLOY, plugin, {"app": "api", "env": "staging"})
     wait_event(runtime, AuditEvent.SUCCEEDED)
     chat.wait_for("succeeded")
     assert len(chat.messages) == 1 and "succeeded" in chat.messages[0]
@@ -286,9 +321,9 @@ def test_policy_decides_on_the_derived_environment(runtime):
         IDS.get,
     )
     chat, plugin = Chat(), Ops()
-    runtime.request(RESTART, plugin, {"host": "production-web1"}, chat.caller())
+    ask(runtime, chat, RESTART, plugin, {"host": "production-web1"})
     assert "restart in production is not granted" in chat.messages[0]
-    runtime.request(RESTART, plugin, {"host": "staging-web1"}, chat.caller())
+    ask(runtime, chat, RESTART, plugin, {"host": "staging-web1"})
     wait_event(runtime, AuditEvent.SUCCEEDED)
     assert plugin.ran == [("restart", "staging-web1")]
     assert runtime.audit.last(1)[0].target == "staging-web1"  # the lock and record target

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from errbot import BotPlugin
 from pydantic import StringConstraints
 
-from bot.runtime import ActionContext, Arg, Risk, action
+from bot.plugin import ActionContext, Arg, Risk, action
 from bot.settings import get_settings
 
 CacheName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,39}$")]

@@ -1,12 +1,11 @@
 """Tests of the cache_flush plugin on Errbot's test backend (fixtures: conftest.py)."""
 
 import logging
-import queue
 from pathlib import Path
 
+from bot.backends.actions import surface_for
+from bot.plugin import Rule
 from bot.runtime.actions import spec_of
-from bot.runtime.policy import Principal
-from bot.runtime.runtime import Caller
 from bot.testing import (
     OTHER_USER,
     TEST_USER,
@@ -71,7 +70,15 @@ def test_production_needs_confirmation(testbot):
     testbot.push_message(f"!confirm {request_id(question)}")
     assert "succeeded" in pop_until(testbot, "succeeded")
     events = [r.event for r in audit_records(testbot)]
-    assert events == ["requested", "confirmation_requested", "granted", "started", "succeeded"]
+    # @bob's refused confirmation is a record too, with his id as the decider
+    assert events == [
+        "requested",
+        "confirmation_requested",
+        "denied",
+        "granted",
+        "started",
+        "succeeded",
+    ]
 
 
 def test_the_audit_chain_verifies(testbot):
@@ -81,13 +88,27 @@ def test_the_audit_chain_verifies(testbot):
     assert "audit log OK: 3 records" in testbot.pop_message()
 
 
-def test_call_the_action_from_code(testbot):
-    """What an alert rule or a script does: the same policy, job and audit as from chat."""
+def test_an_alert_rule_runs_the_action_as_a_role(testbot):
+    """What an alert rule does: the same entry point, policy, job and audit as from chat,
+    acting as a policy role, echoed in a channel."""
     plugin = testbot.bot.plugin_manager.get_plugin_obj_by_name("CacheFlush")
-    spec = spec_of(plugin.flush)
-    answers = queue.Queue()
-    caller = Caller(Principal(TEST_USER, "alice"), trigger="cli", say=answers.put)
-    runtime(testbot).invoke(spec, plugin, {"cache": "sessions", "env": "staging"}, caller)
-    assert "accepted as job" in answers.get(timeout=5)
-    assert "flushed sessions in staging" in answers.get(timeout=5)
-    assert audit_records(testbot)[0].trigger == "cli"
+    rule = Rule("flush-on-alert", role="cache-admin", alert="f00dfeed", alert_name="StaleCache")
+    place = surface_for(testbot.bot).place_named("#ops")
+    arguments = {"cache": "sessions", "env": "staging"}
+    runtime(testbot).submit(spec_of(plugin.flush), plugin, arguments, rule, place)
+    assert "accepted as job" in testbot.pop_message()
+    done = pop_until(testbot, "succeeded")
+    assert "by rule flush-on-alert for alert StaleCache" in done
+    records = audit_records(testbot)
+    assert {r.trigger for r in records} == {"alert:f00dfeed"}
+    assert records[-1].actor_id == "rule:flush-on-alert"
+
+
+def test_a_rule_acting_as_a_role_without_the_grant_is_denied(testbot):
+    plugin = testbot.bot.plugin_manager.get_plugin_obj_by_name("CacheFlush")
+    rule = Rule("careless", role="no-such-role", alert="0badf00d")
+    place = surface_for(testbot.bot).place_named("#ops")
+    arguments = {"cache": "sessions", "env": "staging"}
+    runtime(testbot).submit(spec_of(plugin.flush), plugin, arguments, rule, place)
+    assert "needs role cache-admin" in testbot.pop_message()
+    assert [r.event for r in audit_records(testbot)] == ["requested", "denied"]

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from errbot import BotPlugin, botcmd
 
-from bot.runtime import Arg, Risk, action
+from bot.plugin import Arg, Risk, action
 
 
 class TestCommands(BotPlugin):

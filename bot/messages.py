@@ -7,7 +7,7 @@ tables and output.
 
 from __future__ import annotations
 
-from bot.outcomes import Outcome
+from bot.outcomes import Outcome, Table
 from bot.rendering import Renderer
 from bot.runtime.notices import (
     Abandoned,
@@ -40,16 +40,18 @@ def audit(ref: AuditRef | None) -> str:
     return f"audit {ref.id} #{ref.short}" if ref.hash else f"audit {ref.id}"
 
 
-def render(message: Notice | Outcome | str, renderer: Renderer) -> str:
+def render(message: Notice | Outcome | Table | str, renderer: Renderer) -> str:
     """Any message the runtime hands a surface, as that surface's text."""
     if isinstance(message, str):
         return message
+    if isinstance(message, Table):
+        return renderer.table(message)
     if isinstance(message, Outcome):
         return renderer.outcome(message)
     return notice(message, renderer)
 
 
-def notice(n: Notice, r: Renderer) -> str:  # noqa: PLR0911 - one case per notice kind
+def notice(n: Notice, r: Renderer) -> str:
     if isinstance(n, Refused):
         usage = f"\nusage: {r.command(n.usage)}" if n.usage else ""
         return f"⛔ {n.reason}{usage} · nothing was run · {audit(n.audit)}"

@@ -56,9 +56,9 @@ from typing import Any
 import pytest
 import yaml
 
+from bot.backends.actions import close_runtime, runtime_for
 from bot.errbot_config import CORE_PLUGINS
 from bot.runtime.audit import AuditRecord
-from bot.backends.actions import close_runtime, runtime_for
 from bot.runtime.runtime import Runtime
 from bot.settings import get_settings
 

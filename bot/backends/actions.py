@@ -38,18 +38,16 @@ Surface = MattermostSurface | ErrbotSurface
 
 
 def surface_for(bot: Any) -> Surface:
-    """The chat surface of the bot's backend (chosen by the backend's class)."""
+    """The chat surface of the bot's backend."""
     return runtime_for(bot).surface  # type: ignore[return-value]
 
 
 def _make_surface(bot: Any) -> Surface:
-    from errbot.backends.text import TextBackend
-
-    from .mattermost import MattermostBackend
-
-    if isinstance(bot, MattermostBackend):
+    # Errbot's declared backend mode ("mattermost" is ours; "text" is the terminal). The
+    # backend class cannot be compared: Errbot loads backends from their files.
+    if bot.mode == "mattermost":
         return MattermostSurface(bot)
-    return ErrbotSurface(bot, terminal=isinstance(bot, TextBackend))
+    return ErrbotSurface(bot, terminal=bot.mode == "text")
 
 
 def close_runtime(bot: Any) -> None:

@@ -71,7 +71,9 @@ class MattermostSurface:
         self._backend.poster.edit(post_id, render(message, self.renderer))
 
     def attach(self, place: Place, filename: str, content: bytes, message: str) -> bool:
-        self._backend.upload(place.channel, filename, content, message=message, root_id=place.thread)
+        self._backend.upload(
+            place.channel, filename, content, message=message, root_id=place.thread
+        )
         return True
 
     def reactions(self, post_id: str) -> list[Reaction]:

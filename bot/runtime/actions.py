@@ -76,7 +76,9 @@ class Param:
         try:
             return self.adapter.validate_python(value)
         except ValidationError as exc:
-            raise ActionArgumentError(f"{self.name}: {self._explain(exc)} (got {_shown(value)})") from None
+            raise ActionArgumentError(
+                f"{self.name}: {self._explain(exc)} (got {_shown(value)})"
+            ) from None
 
     def _explain(self, exc: ValidationError) -> str:
         """Say what was expected in the parameter's own words (``Arg(help=...)``), or in

@@ -266,7 +266,9 @@ class Runtime:
         except Refusal as exc:  # the action's own checks (unknown host, service, namespace)
             self._refuse(run, str(exc), str(exc))
             return
-        decision = self.policy.authorize(caller.principal, spec.name, spec.risk, environment, values)
+        decision = self.policy.authorize(
+            caller.principal, spec.name, spec.risk, environment, values
+        )
         if not decision.allowed:
             denied = self.record(AuditEvent.DENIED, run, decision.reason)
             self._remember_denial(
@@ -313,7 +315,9 @@ class Runtime:
             correlation_id=f"C-{secrets.token_hex(4)}",
         )
         shown = f"{self.prefix}{command}"
-        self._remember_denial(principal.user_id, f"{shown} was denied: {reason} (audit {record.id})")
+        self._remember_denial(
+            principal.user_id, f"{shown} was denied: {reason} (audit {record.id})"
+        )
         return notices.Denied(shown, reason, _ref(record))
 
     def _gate(self, spec: ActionSpec, environment: str) -> Kind | None:

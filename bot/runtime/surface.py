@@ -13,11 +13,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
-from bot.outcomes import Outcome
+from bot.outcomes import Outcome, Table
 from bot.runtime.notices import Notice
 from bot.runtime.policy import Principal
 
-Message: TypeAlias = Notice | Outcome | str
+Message: TypeAlias = Notice | Outcome | Table | str
 
 
 @dataclass(frozen=True)

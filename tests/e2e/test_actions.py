@@ -143,7 +143,7 @@ def test_quick_command_answered_while_200_jobs_run(fake_mm, world, opsbot):
     assert time.monotonic() - started < 2.0
     fake_mm.post_as(world.alice, world.ops, "!jobs")
     listing = wait_until(lambda: bot_posts(fake_mm, world, world.ops)[1:], timeout=10)[0]
-    assert listing["message"].count("| hold |") >= 16
+    assert len(re.findall(r"\| hold +\|", listing["message"])) >= 16
 
 
 def test_kill_during_an_action_is_recorded_as_interrupted(fake_mm, world, make_bot, policy_file):
@@ -206,10 +206,12 @@ def test_can_whoami_and_audit_in_chat(fake_mm, world, opsbot):
     ask("!hold staging seconds=0.1", 5)
     wait_until(lambda: "succeeded" in current(fake_mm, bot_posts(fake_mm, world, world.ops)[4]))
     last = ask("!audit last 3", 6)
-    assert "| requested | hold |" in last and "| succeeded | hold |" in last
+    assert re.search(r"\| requested +\| hold staging +\|", last)
+    assert re.search(r"\| succeeded +\| hold staging +\|", last)
     record_id = re.search(r"A-\d{6}", last).group(0)
     shown = ask(f"!audit show {record_id}", 7)
-    assert f'"id":"{record_id}"' in shown.replace(" ", "")
+    assert f"audit record {record_id}" in shown
+    assert re.search(r"\| event +\| (requested|started|succeeded) +\|", shown)
     assert "audit log OK" in ask("!audit verify", 8)
     assert SECRET not in opsbot.log()
 

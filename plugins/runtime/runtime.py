@@ -12,10 +12,10 @@ from errbot import BotPlugin, botcmd, cmdfilter
 from bot.backends.actions import person_of, place_of, post_id_of, runtime_for, surface_for, whois
 from bot.errors import Refusal
 from bot.messages import render
-from bot.outcomes import Outcome, Table
+from bot.outcomes import Outcome, Table, Text
 from bot.runtime.actions import ACTION_ATTRIBUTE, ActionSpec
 from bot.runtime.notices import Notice
-from bot.runtime.runtime import Runtime, interrupted_notice
+from bot.runtime import runtime as core
 from bot.runtime.surface import Message, Place
 
 EXPIRY_CHECK_SECONDS = 5
@@ -33,7 +33,7 @@ class Runtime(BotPlugin):  # type: ignore[misc]
         super().activate()
         runtime = self.runtime
         for record in runtime.recover():
-            notice = interrupted_notice(record, runtime.prefix)
+            notice = core.interrupted_notice(record, runtime.prefix)
             self.log.warning("interrupted by a restart: %s %s", record.id, record.action)
             if record.channel_id:
                 self._tell(Place(record.channel_id), notice)
@@ -48,7 +48,7 @@ class Runtime(BotPlugin):  # type: ignore[misc]
         super().deactivate()
 
     @property
-    def runtime(self) -> Runtime:
+    def runtime(self) -> core.Runtime:
         return runtime_for(self._bot)
 
     def _text(self, message: Message) -> str:
@@ -118,13 +118,7 @@ class Runtime(BotPlugin):  # type: ignore[misc]
             )
         elif roles == "none":
             lines.append("The policy gives you no role: you may run read actions only.")
-        return self._text(Outcome(lines[0], *[self._paragraph(line) for line in lines[1:]]))
-
-    @staticmethod
-    def _paragraph(text: str) -> Any:
-        from bot.outcomes import Text
-
-        return Text(text)
+        return self._text(Outcome(lines[0], *[Text(line) for line in lines[1:]]))
 
     @botcmd  # type: ignore[misc]
     def can(self, msg: Any, args: str) -> str:

@@ -13,9 +13,9 @@ from bot.backends.actions import person_of, place_of, post_id_of, runtime_for, s
 from bot.errors import Refusal
 from bot.messages import render
 from bot.outcomes import Outcome, Table, Text
+from bot.runtime import runtime as core
 from bot.runtime.actions import ACTION_ATTRIBUTE, ActionSpec
 from bot.runtime.notices import Notice
-from bot.runtime import runtime as core
 from bot.runtime.surface import Message, Place
 
 EXPIRY_CHECK_SECONDS = 5

@@ -150,7 +150,9 @@ class ActionSpec:
         keywords = next((param for param in self.params if param.arg.keywords), None)
         by_name = {param.name: param for param in self.params}
         raw: dict[str, Any] = {}
-        positional = [p for p in self.params if not p.arg.after and not p.arg.keywords]
+        positional = [p for p in self.params if not p.arg.keywords]
+        # Parameters whose word appears later: a plain word is never bound to them.
+        introduced = {by_word[token].name for token in tokens[:-1] if token in by_word}
         index = 0
         while index < len(tokens):
             token = tokens[index]
@@ -166,7 +168,13 @@ class ActionSpec:
                 index += 1
                 self._bind(raw, by_word[token], tokens[index])
             else:
-                free = [param for param in positional if param.name not in raw]
+                # In the signature's order, introduced or not: `!cache flush sessions
+                # staging` binds like `!cache flush sessions in staging`.
+                free = [
+                    param
+                    for param in positional
+                    if param.name not in raw and param.name not in introduced
+                ]
                 if not free:
                     raise ActionArgumentError(f"unexpected argument {token!r}")
                 self._bind(raw, free[0], token)

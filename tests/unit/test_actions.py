@@ -48,6 +48,13 @@ def test_positional_word_and_keyword_binding():
     assert RESTART.parse("nginx on web-1")["count"] == 1
 
 
+def test_introduced_parameters_also_bind_in_the_signatures_order():
+    """As the docs say: `!deploy api 1.4.2 staging` is `!deploy api 1.4.2 to staging`."""
+    assert DEPLOY.parse("api 1.4.2 staging") == {"app": "api", "version": "1.4.2", "env": "staging"}
+    assert RESTART.parse("nginx web-1 2") == {"service": "nginx", "host": "web-1", "count": 2}
+    assert RESTART.parse("nginx 3 on web-1") == {"service": "nginx", "host": "web-1", "count": 3}
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

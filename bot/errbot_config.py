@@ -9,12 +9,13 @@ from bot.settings import Settings
 BACKENDS_DIR = Path(__file__).resolve().parent / "backends"
 STORAGE_DIR = Path(__file__).resolve().parent / "storage"
 
-# Errbot's core plugins we load. Left out on purpose: ACLs (plugins/runtime has the one
+# Errbot's core plugins we load. Help is replaced by plugins/help (it also says how many
+# actions the policy hides and why). Left out on purpose: ACLs (plugins/runtime has the one
 # command filter: admin-only commands, help, audited denials), Plugins (lets chat users
 # install code from git), Health (its admin ``!restart`` restarts the bot and shadows every
 # command that starts with "restart"), Utils (its ``!whoami`` is ours; ``!echo`` is in
 # plugins/opsroom), Backup, Flows, Webserver, VersionChecker (calls home), ChatRoom, TextCmds.
-CORE_PLUGINS = ("Help", "CommandNotFoundFilter")
+CORE_PLUGINS = ("CommandNotFoundFilter",)
 
 # Name of the local user on the terminal backend; it is the admin there.
 TEXT_USER = "@localuser"

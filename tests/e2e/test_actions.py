@@ -170,6 +170,11 @@ def test_help_hides_actions_the_asker_may_not_run(fake_mm, world, opsbot):
     admin_help = bot_posts(fake_mm, world, world.infra)[0]["message"]
     assert "!hold" in alice_help and "!wipe" in alice_help
     assert "!hold" not in admin_help and "!echo" in admin_help
+    # ... and says that more exist, and how to find out why
+    hint = re.search(r"(\d+) more action\(s\) are hidden because the policy grants you", admin_help)
+    assert hint and "hold" in admin_help.split("hidden because")[1]
+    assert "!whoami" in admin_help.split("hidden because")[1]
+    assert "hidden because" not in alice_help.split("more action")[0][-5:]
 
 
 def test_group_membership_grants_and_cancel_stops_the_job(fake_mm, world, opsbot):

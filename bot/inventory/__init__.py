@@ -32,7 +32,7 @@ from bot.inventory.model import (
     Recipe,
     Word,
 )
-from bot.inventory.queries import DeployPlan, HealthCheckPlan, Host, Inventory
+from bot.inventory.queries import DeployPlan, HealthCheckPlan, Host, Inventory, RecipePlan
 from bot.inventory.validation import (
     MAX_VALUE_LENGTH,
     SERVICE_ACTIONS,
@@ -60,6 +60,7 @@ __all__ = [
     "NotAllowed",
     "Param",
     "Recipe",
+    "RecipePlan",
     "ServiceAction",
     "UnknownTarget",
     "Word",

@@ -219,6 +219,14 @@ class Param(_Model):
         """What a value must be, for help and error messages."""
         return one_of(self.choices) if self.choices is not None else f"must match {self.pattern}"
 
+    def usage(self, name: str) -> str:
+        """How to give it, for listings: ``lines=<^[0-9]{1,4}$> (default 100): how many``."""
+        rule = "|".join(self.choices) if self.choices is not None else self.pattern
+        text = f"{name}=<{rule}>"
+        if self.default is not None:
+            text += f" (default {self.default})"
+        return f"{text}: {self.description}" if self.description else text
+
     def check(self, name: str, value: object) -> str:
         """The value if it is allowed for this parameter, else :class:`InvalidParameter`."""
         allow_dash = self.pattern is not None and bool(LEADING_DASH.match(self.pattern))
@@ -342,7 +350,7 @@ class InventoryDocument(_Model):
 Loc = tuple[int | str, ...]
 
 
-def _undeclared(
+def undeclared(
     steps: Sequence[Sequence[Word]], params: Mapping[str, Param], loc: Loc
 ) -> list[tuple[Loc, str]]:
     """A problem for each ``{placeholder}`` in ``steps`` that ``params`` does not declare."""
@@ -391,13 +399,13 @@ def cross_check(doc: InventoryDocument) -> list[tuple[Loc, str]]:
                     problems.append((where, f"{group!r} is a host name; a group needs its own"))
 
     for name, recipe in doc.recipes.items():
-        problems += _undeclared(recipe.steps, recipe.params, ("recipes", name, "steps"))
+        problems += undeclared(recipe.steps, recipe.params, ("recipes", name, "steps"))
 
     for app, deploy in doc.deploys.items():
         loc: Loc = ("deploys", app)
         if "version" not in deploy.params:
             problems.append(((*loc, "params"), "must declare the parameter version"))
-        problems += _undeclared(deploy.steps, deploy.params, (*loc, "steps"))
+        problems += undeclared(deploy.steps, deploy.params, (*loc, "steps"))
         problems += _undeclared_in_step(
             deploy.health_check.command, deploy.params, (*loc, "health_check", "command")
         )
@@ -416,7 +424,7 @@ def _check_rollback(
     """Inline steps use declared parameters; a named recipe exists and gets what it needs."""
     loc: Loc = ("deploys", app, "rollback")
     if rollback.steps is not None:
-        return _undeclared(rollback.steps, params, (*loc, "steps"))
+        return undeclared(rollback.steps, params, (*loc, "steps"))
     name = str(rollback.recipe)
     recipe = doc.recipes.get(name)
     if recipe is None:

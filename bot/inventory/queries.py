@@ -6,6 +6,7 @@ a service action, a recipe or a rolling deploy, validated before any connection.
 
 from __future__ import annotations
 
+import getpass
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -35,6 +36,7 @@ from bot.inventory.validation import (
 from bot.yamlconfig import format_key, load_yaml, validate
 
 T = TypeVar("T")
+DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts").expanduser()
 
 
 # --- what the bot uses --------------------------------------------------------------------------
@@ -46,10 +48,10 @@ class Host:
     environment: str
     address: str
     port: int
-    user: str | None
+    user: str  # the inventory's, else the local user running the bot (as ssh does)
     key_file: Path | None
     use_agent: bool
-    known_hosts: Path | None
+    known_hosts: Path  # the inventory's, else ~/.ssh/known_hosts
     sudo: bool
     service_manager: str
     connect_timeout: timedelta
@@ -80,6 +82,17 @@ class DeployPlan:
     steps: list[list[str]]
     health_check: HealthCheckPlan
     rollback: list[list[str]]
+    timeout: timedelta
+
+
+@dataclass(frozen=True)
+class RecipePlan:
+    """A recipe (or a command a plugin declares) ready to run: its steps rendered and
+    validated, the hosts resolved. Each step runs on every host, at most ``timeout`` each."""
+
+    name: str
+    hosts: list[Host]
+    steps: list[list[str]]
     timeout: timedelta
 
 
@@ -141,6 +154,8 @@ class Inventory:
                 settings = {**defaults, **own}
                 for key in ("key_file", "known_hosts"):
                     settings[key] = _resolve_path(settings[key], base_dir)
+                settings["user"] = settings["user"] or getpass.getuser()
+                settings["known_hosts"] = settings["known_hosts"] or DEFAULT_KNOWN_HOSTS
                 host = Host(
                     name=name,
                     environment=env,
@@ -269,6 +284,27 @@ class Inventory:
         """The argv of each step of recipe ``name`` with ``params`` validated and filled in."""
         recipe = self._lookup("recipe", name, self.document.recipes)
         return _render(recipe.steps, _bind(f"recipe {name}", recipe.params, params or {}))
+
+    def plan_recipe(
+        self,
+        recipe: str | Recipe,
+        selector: str,
+        env: str | None = None,
+        params: Mapping[str, str] | None = None,
+        *,
+        name: str = "",
+    ) -> RecipePlan:
+        """Recipe ``recipe`` of the inventory (by name), or a :class:`Recipe` a plugin
+        declares (``name`` names it in messages), on the hosts ``selector`` stands for."""
+        if isinstance(recipe, str):
+            name = recipe
+            recipe = self._lookup("recipe", recipe, self.document.recipes)
+        steps = _render(recipe.steps, _bind(f"recipe {name}", recipe.params, params or {}))
+        return RecipePlan(name, self.resolve(selector, env), steps, recipe.timeout)
+
+    def environment_description(self, env: str) -> str:
+        """The environment's ``description`` from the file ("" when none)."""
+        return self.document.environments[self._environment(env)].description
 
     def render_deploy(self, app: str, env: str, params: Mapping[str, str]) -> DeployPlan:
         """The whole rolling deploy of ``app`` to ``env``: batches of hosts and rendered argv."""

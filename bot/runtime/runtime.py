@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.errors import Refusal
+from bot.outcomes import as_outcome
 from bot.redaction import Redactor
+from bot.rendering import MarkdownRenderer
 from bot.runtime.actions import ActionSpec
 from bot.runtime.approvals import ApprovalBook, ApprovalError, Kind
 from bot.runtime.audit import AuditEvent, AuditRecord, AuditStore
@@ -378,7 +380,9 @@ class Runtime:
     def _finish(self, run: _Run, job: Job) -> None:
         event = FINAL_EVENTS[job.status]
         if job.status is JobStatus.SUCCEEDED:
-            outcome = "ok" if job.result is None else str(job.result)
+            outcome = (
+                "ok" if job.result is None else MarkdownRenderer().outcome(as_outcome(job.result))
+            )
         elif job.status is JobStatus.CANCELLED:
             outcome = f"cancelled by {job.cancelled_by or 'someone'}"
         elif job.status is JobStatus.TIMED_OUT:

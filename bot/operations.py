@@ -119,7 +119,7 @@ def command(
     raw = {
         "description": description,
         "params": {key: dict(spec) for key, spec in (params or {}).items()},
-        "steps": [list(argv)],
+        "steps": [argv if isinstance(argv, str) else list(argv)],  # a string is refused
         "timeout": timeout,
     }
     recipe = validate(Recipe, raw, source, ConfigurationError)

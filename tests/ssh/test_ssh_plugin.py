@@ -73,7 +73,8 @@ def inventory(tmp_path, sshd_pool, hosts):
             "api": {
                 "hosts": {"staging": "web"},
                 "batch_size": 1,
-                "params": {"version": {"pattern": r"^[0-9]+\.[0-9]+\.[0-9]+$"}},
+                # The inventory's own pattern decides what a version may look like.
+                "params": {"version": {"pattern": r"^[0-9]+\.[0-9]+\.[0-9]+(\+[a-z0-9.]+)?$"}},
                 "steps": [["app-release", "activate", "{version}"]],
                 "health_check": {"command": ["systemctl", "is-active", "api"], "attempts": 1},
                 "rollback": [["app-release", "rollback"]],
@@ -177,6 +178,13 @@ def test_rolling_deploy_success(fake_mm, opsbot, hosts):  # noqa: F811
     text = final_message(fake_mm, opsbot, timeout=60)
     assert "succeeded" in text and "4/4 batches" in text
     assert all((h.dir / "release.log").read_text() == "activate 2.0.0\n" for h in hosts)
+
+
+def test_a_version_the_deploys_pattern_allows_can_be_deployed_from_chat(fake_mm, opsbot, hosts):  # noqa: F811
+    fake_mm.post_as(opsbot.alice, opsbot.ops, "!deploy api 1.2.3+build to staging")
+    text = final_message(fake_mm, opsbot, timeout=60)
+    assert "succeeded" in text and "deployed api 1.2.3+build to staging: 4/4 batches" in text
+    assert all((h.dir / "release.log").read_text() == "activate 1.2.3+build\n" for h in hosts)
 
 
 def test_status_on_one_host_and_long_output_as_a_file(fake_mm, opsbot, hosts):  # noqa: F811

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from errbot import BotPlugin
 
-from bot.operations import command, results_outcome, ssh_operations
+from bot.operations import RecipePlan, command, results_outcome, ssh_operations
 from bot.outcomes import Outcome
 from bot.runtime import ActionContext, ActionFailed, Arg, Risk, action
 
@@ -36,7 +36,7 @@ DF = command(
 )
 
 
-def _plan(values: Mapping[str, Any]) -> Any:
+def _plan(values: Mapping[str, Any]) -> RecipePlan:
     return ssh_operations().prepare_run(DF, values["host"], values["env"], {"path": values["path"]})
 
 

@@ -55,6 +55,4 @@ def errbot_config(settings: Settings, root: Path) -> dict[str, object]:
         "TEXT_DEMO_MODE": True,
         "BOT_IDENTITY": {},
         "OPSROOM_SETTINGS": settings,
-        # Used when OPSROOM_INVENTORY is unset: the sample, so `make run` has hosts to show.
-        "OPSROOM_SAMPLE_INVENTORY": str(root / "examples" / "inventory.yaml"),
     }

@@ -94,7 +94,7 @@ def notice(n: Notice, r: Renderer) -> str:
     assert isinstance(n, Finished)
     icon = ICONS.get(n.status, "•")
     seconds = f" in {n.seconds:.1f}s" if n.seconds is not None else ""
-    who = f" for {n.who}" if n.who else ""
+    who = f" {n.who}" if n.who else ""
     body = r.outcome(n.outcome)
     # A one-line outcome follows a colon; anything longer goes below the headline.
     if body and "\n" not in body:

@@ -8,11 +8,14 @@
             \"\"\"Flush a cache.\"\"\"
             ...
 
+The inventory and SSH (``ssh_operations()``, ``command()``, ``results_outcome()``) are
+described in docs/plugin-authoring.md, "Using the inventory and SSH from your plugin".
 See docs/plugin-authoring.md. Names not exported here are internal and may change.
 """
 
 from bot.backends.actions import action
 from bot.errors import ActionFailed, InvalidArgument, JobCancelled, Refusal, UnknownTarget
+from bot.operations import RecipePlan, command, results_outcome, results_table, ssh_operations
 from bot.outcomes import Code, Outcome, Table, Text
 from bot.runtime.actions import Arg
 from bot.runtime.callers import Caller, Operator, Person, Rule
@@ -30,6 +33,7 @@ __all__ = [
     "Operator",
     "Outcome",
     "Person",
+    "RecipePlan",
     "Refusal",
     "Risk",
     "Rule",
@@ -37,4 +41,8 @@ __all__ = [
     "Text",
     "UnknownTarget",
     "action",
+    "command",
+    "results_outcome",
+    "results_table",
+    "ssh_operations",
 ]

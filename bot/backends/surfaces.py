@@ -101,7 +101,8 @@ class ErrbotSurface:
     def __init__(self, bot: Any, *, terminal: bool) -> None:
         self._bot = bot
         self.name = "terminal" if terminal else "test"
-        self.renderer: Renderer = TextRenderer()
+        # The terminal wraps tables to its width; the test backend keeps lines whole.
+        self.renderer: Renderer = TextRenderer() if terminal else TextRenderer(width=None)
         self._identifiers: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
 

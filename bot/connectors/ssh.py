@@ -43,6 +43,8 @@ from typing import Self
 
 import paramiko
 
+from bot.connectors import ConnectorError
+
 __all__ = [
     "AuthenticationFailed",
     "CommandResult",
@@ -62,12 +64,8 @@ _WRAPPER = 'echo $$; exec "$@"'
 _POLL = 0.05  # how often a running command checks its timeout and cancellation
 
 
-class SSHError(Exception):
+class SSHError(ConnectorError):
     """Base of every error this connector raises; ``host`` names the target."""
-
-    def __init__(self, host: str, message: str) -> None:
-        super().__init__(message)
-        self.host = host
 
 
 class HostKeyError(SSHError):
@@ -87,7 +85,8 @@ class AuthenticationFailed(SSHError):
 
 
 class HostUnreachable(SSHError):
-    """No SSH connection could be made: refused, timed out, no route, or handshake failed."""
+    """No SSH connection could be made: refused, timed out, no route, no SSH banner (a hung
+    host or not an SSH server), or the handshake failed."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -261,17 +260,36 @@ class SSHConnector:
         max_parallel: int | None = None,
         cancel: threading.Event | None = None,
     ) -> list[CommandResult]:
-        """Run ``argv`` on every target, at most ``max_parallel`` hosts at once (default: the
-        connector's). Results come back in target order; a host that fails to connect or
-        authenticate gets a result with ``exit_code=None`` and ``error`` set, never an
-        exception. Once ``cancel`` is set, running commands are killed and hosts not yet
-        started are reported cancelled without connecting."""
+        """Run the same ``argv`` on every target: :meth:`run_each` with one command."""
         argv = _checked_argv(argv)
-        if not targets:
-            return []
-        workers = max(1, min(max_parallel or self.max_parallel, len(targets)))
+        return self.run_each(
+            [(target, argv) for target in targets],
+            timeout=timeout,
+            max_parallel=max_parallel,
+            cancel=cancel,
+        )
 
-        def one(target: SSHTarget) -> CommandResult:
+    def run_each(
+        self,
+        commands: Sequence[tuple[SSHTarget, Sequence[str]]],
+        *,
+        timeout: float,
+        max_parallel: int | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[CommandResult]:
+        """Run one argv per target (they may differ, e.g. with sudo), at most
+        ``max_parallel`` hosts at once (default: the connector's), in one pool. Results come
+        back in the order given; a host that fails to connect or authenticate gets a result
+        with ``exit_code=None`` and ``error`` set, never an exception. Once ``cancel`` is set,
+        running commands are killed and hosts not yet started are reported cancelled
+        without connecting."""
+        checked = [(target, _checked_argv(argv)) for target, argv in commands]
+        if not checked:
+            return []
+        workers = max(1, min(max_parallel or self.max_parallel, len(checked)))
+
+        def one(command: tuple[SSHTarget, list[str]]) -> CommandResult:
+            target, argv = command
             started = time.monotonic()
             try:
                 return self.run(target, argv, timeout=timeout, cancel=cancel)
@@ -280,7 +298,7 @@ class SSHConnector:
                 return CommandResult(target.name, argv, None, "", "", elapsed, error=str(exc))
 
         with ThreadPoolExecutor(workers, thread_name_prefix="ssh-fanout") as pool:
-            return list(pool.map(one, targets))
+            return list(pool.map(one, checked))
 
     def close(self) -> None:
         """Close every kept connection. The connector stays usable (it connects again)."""
@@ -363,17 +381,29 @@ class SSHConnector:
         client.set_missing_host_key_policy(_HostKeyPolicy(self, target))
         where = f"{target.name} ({target.user}@{target.address}:{target.port})"
         try:
-            client.connect(
-                target.address,
-                port=target.port,
-                username=target.user,
-                key_filename=str(target.key_file) if target.key_file else None,
-                allow_agent=target.use_agent,
-                look_for_keys=False,
-                timeout=target.connect_timeout,
-                banner_timeout=target.connect_timeout,
-                auth_timeout=target.connect_timeout,
-            )
+            try:
+                client.connect(
+                    target.address,
+                    port=target.port,
+                    username=target.user,
+                    key_filename=str(target.key_file) if target.key_file else None,
+                    allow_agent=target.use_agent,
+                    look_for_keys=False,
+                    timeout=target.connect_timeout,
+                    banner_timeout=target.connect_timeout,
+                    auth_timeout=target.connect_timeout,
+                )
+            except paramiko.SSHException as exc:
+                # paramiko stops waiting for the banner, then tries to authenticate on a dead
+                # session ("No existing session"): say what happened, not "check your keys".
+                transport = client.get_transport()
+                if transport is None or not transport.remote_version:
+                    raise HostUnreachable(
+                        target.name,
+                        f"no SSH banner from {where} within {target.connect_timeout:g}s "
+                        "(host hung or not an SSH server)",
+                    ) from exc
+                raise
         except SSHError:
             client.close()
             raise

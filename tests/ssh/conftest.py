@@ -12,8 +12,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bot.connectors.ssh import SSHTarget
+from bot.settings import get_settings
 from tests.ssh.sshd import SSHDHost, SSHDPool, SSHDUnavailable
 
 HOSTS = 5
@@ -65,5 +67,57 @@ def make_target(sshd_pool: SSHDPool, known_hosts: Path) -> Callable[..., SSHTarg
         }
         fields.update(overrides)
         return SSHTarget(**fields)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture
+def inventory_for(
+    tmp_path: Path, sshd_pool: SSHDPool, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Path]:
+    """``inventory_for(hosts, environments=..., recipes=..., deploys=...)``: an inventory file
+    whose defaults reach the test hosts (their user, the client key, a known_hosts file with
+    their keys), named by ``OPSROOM_INVENTORY`` for this test. Host ``n`` of ``hosts`` is
+    ``f"{prefix}{n}"`` in environment ``env`` when ``environments`` is not given."""
+
+    def make(
+        hosts: list[SSHDHost],
+        *,
+        env: str = "staging",
+        prefix: str = "web",
+        services: tuple[str, ...] = ("nginx",),
+        groups: tuple[str, ...] = ("web",),
+        **sections: object,
+    ) -> Path:
+        known_hosts = tmp_path / "inventory_known_hosts"
+        known_hosts.write_text(sshd_pool.known_hosts_text(hosts))
+        document: dict[str, object] = {
+            "defaults": {
+                "user": hosts[0].user,
+                "key_file": str(sshd_pool.client_key.path),
+                "known_hosts": str(known_hosts),
+                "use_agent": False,
+                "connect_timeout": "5s",
+            },
+            "environments": {
+                env: {
+                    "hosts": {
+                        f"{prefix}{n}": {
+                            "address": host.address,
+                            "port": host.port,
+                            "services": list(services),
+                            "groups": list(groups),
+                        }
+                        for n, host in enumerate(hosts)
+                    }
+                }
+            },
+            **sections,
+        }
+        path = tmp_path / "inventory.yaml"
+        path.write_text(yaml.safe_dump(document))
+        monkeypatch.setenv("OPSROOM_INVENTORY", str(path))
+        get_settings.cache_clear()
+        return path
 
     return make

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import socket
 import subprocess
 import threading
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.connectors import ConnectorError
 from bot.connectors.ssh import (
     AuthenticationFailed,
     CommandResult,
@@ -20,6 +22,7 @@ from bot.connectors.ssh import (
     SSHConnector,
     SSHTarget,
 )
+from bot.errors import ActionFailed
 from tests.ssh.sshd import SSHDHost, SSHDPool, free_port, keygen
 
 _markers = itertools.count(1)
@@ -196,6 +199,56 @@ def test_host_down_is_unreachable_quickly(ssh: SSHConnector, ssh_hosts, make_tar
     assert "down" in str(caught.value) and str(down.port) in str(caught.value)
 
 
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts TCP connections and then says nothing: a hung host."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+def test_a_hung_host_is_reported_as_such_after_one_connect_timeout(
+    ssh: SSHConnector, make_target, silent_port: int, ssh_hosts
+) -> None:
+    hung = make_target(ssh_hosts[0], name="hung", port=silent_port, connect_timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(HostUnreachable) as caught:
+        ssh.run(hung, ["true"], timeout=10)
+    elapsed = time.monotonic() - started
+    message = str(caught.value)
+    assert message.startswith("no SSH banner from hung (")
+    assert "within 1s (host hung or not an SSH server)" in message
+    assert "authentication" not in message
+    assert elapsed < 1.8  # one connect_timeout, not two
+
+
+def test_connector_errors_are_action_failures(ssh: SSHConnector, ssh_hosts, make_target) -> None:
+    """An SSH failure that escapes an action is its one-line outcome, not a traceback."""
+    down = make_target(ssh_hosts[0], name="down", port=free_port())
+    with pytest.raises(ConnectorError) as caught:
+        ssh.run(down, ["true"], timeout=10)
+    assert isinstance(caught.value, ActionFailed) and caught.value.host == "down"
+
+
 def test_target_needs_a_key_or_the_agent(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="key_file or use_agent"):
         SSHTarget(name="x", address="127.0.0.1", user="u", known_hosts=tmp_path / "kh")
@@ -283,6 +336,25 @@ def test_fan_out_is_bounded_and_ordered(ssh: SSHConnector, ssh_hosts, make_targe
     events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
     overlap = max(itertools.accumulate(delta for _, delta in events))
     assert overlap == 2  # never more than max_parallel hosts at once, and it did run in parallel
+
+
+def test_fan_out_of_different_commands_is_one_bounded_pool(
+    ssh: SSHConnector, ssh_hosts, make_target, monkeypatch
+) -> None:
+    """One argv per host (sudo may differ), run by one pool of at most max_parallel threads:
+    no pool per host inside the pool of hosts."""
+    threads: set[str] = set()
+    run = SSHConnector.run
+
+    def recording(self, target, argv, **kwargs):  # type: ignore[no-untyped-def]
+        threads.add(threading.current_thread().name)
+        return run(self, target, argv, **kwargs)
+
+    monkeypatch.setattr(SSHConnector, "run", recording)
+    commands = [(make_target(h), ["echo", h.name]) for h in ssh_hosts]
+    results = ssh.run_each(commands, timeout=10, max_parallel=2)
+    assert [r.stdout for r in results] == [f"{h.name}\n" for h in ssh_hosts]
+    assert len(threads) == 2
 
 
 def test_fan_out_cancelled_before_start_connects_nowhere(

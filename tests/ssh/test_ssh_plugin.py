@@ -73,7 +73,8 @@ def inventory(tmp_path, sshd_pool, hosts):
             "api": {
                 "hosts": {"staging": "web"},
                 "batch_size": 1,
-                "params": {"version": {"pattern": r"^[0-9]+\.[0-9]+\.[0-9]+$"}},
+                # The inventory's own pattern decides what a version may look like.
+                "params": {"version": {"pattern": r"^[0-9]+\.[0-9]+\.[0-9]+(\+[a-z0-9.]+)?$"}},
                 "steps": [["app-release", "activate", "{version}"]],
                 "health_check": {"command": ["systemctl", "is-active", "api"], "attempts": 1},
                 "rollback": [["app-release", "rollback"]],
@@ -140,7 +141,8 @@ def final_message(mm, world, timeout=30):
 def test_restart_a_service_on_a_group(fake_mm, opsbot, hosts):  # noqa: F811
     fake_mm.post_as(opsbot.alice, opsbot.ops, "!service restart nginx on web")
     text = final_message(fake_mm, opsbot)
-    assert "succeeded" in text and text.count("| ok |") == 4
+    assert "succeeded" in text and "restart nginx: 4/4 host(s) ok" in text
+    assert len(re.findall(r"^\| web\d +\| ok +\| 0 ", text, re.M)) == 4  # one row per host
     assert all(["restart", "nginx"] in host.systemctl_calls() for host in hosts)
 
 
@@ -178,11 +180,19 @@ def test_rolling_deploy_success(fake_mm, opsbot, hosts):  # noqa: F811
     assert all((h.dir / "release.log").read_text() == "activate 2.0.0\n" for h in hosts)
 
 
+def test_a_version_the_deploys_pattern_allows_can_be_deployed_from_chat(fake_mm, opsbot, hosts):  # noqa: F811
+    fake_mm.post_as(opsbot.alice, opsbot.ops, "!deploy api 1.2.3+build to staging")
+    text = final_message(fake_mm, opsbot, timeout=60)
+    assert "succeeded" in text and "deployed api 1.2.3+build to staging: 4/4 batches" in text
+    assert all((h.dir / "release.log").read_text() == "activate 1.2.3+build\n" for h in hosts)
+
+
 def test_status_on_one_host_and_long_output_as_a_file(fake_mm, opsbot, hosts):  # noqa: F811
     hosts[0].set_unit("nginx", active=False)
     fake_mm.post_as(opsbot.alice, opsbot.ops, "!service status nginx on web0")
     text = final_message(fake_mm, opsbot)
-    assert "succeeded" in text and "| web0 |" in text and "| web1 |" not in text
+    assert "succeeded" in text and re.search(r"^\| web0 ", text, re.M)
+    assert not re.search(r"^\| web1 ", text, re.M)
     assert "inactive" in text  # a stopped unit is reported, not an error
     assert ["status", "nginx"] in hosts[0].systemctl_calls()
     fake_mm.post_as(opsbot.alice, opsbot.ops, "!run count on web0 n=3000")

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from bot.errors import Refusal
 from bot.inventory import (
     MAX_VALUE_LENGTH,
     InvalidParameter,
     Inventory,
     NotAllowed,
-    Refused,
     UnknownTarget,
 )
 
@@ -269,7 +269,7 @@ def test_non_text_values_are_refused(inv):
 def test_well_formed_names_outside_the_allow_list_are_refused(inv, call, error, message):
     with pytest.raises(error) as err:
         call(inv)
-    assert isinstance(err.value, Refused)
+    assert isinstance(err.value, Refusal)
     assert str(err.value).startswith(message)
 
 

@@ -1,6 +1,7 @@
 """The inventory: loading, validation messages, targets, and rendered commands."""
 
 import copy
+import getpass
 from datetime import timedelta
 from pathlib import Path
 
@@ -78,7 +79,17 @@ def test_relative_key_paths_are_relative_to_the_file(tmp_path):
     host = Inventory.load(path).host("h1")
     assert host.key_file == tmp_path / "keys" / "bot"
     assert host.known_hosts == tmp_path / "known_hosts"
-    assert host.use_agent is True and host.user is None and host.sudo is False
+    assert host.use_agent is True and host.sudo is False
+
+
+def test_the_user_defaults_to_the_bots_own_user(tmp_path):
+    """Like ssh: without a user, log in as the local user running the bot (never root)."""
+    raw = {"environments": {"lab": {"hosts": {"h1": {"address": "127.0.0.1"}}}}}
+    assert Inventory.from_mapping(raw).host("h1").user == getpass.getuser()
+    raw["defaults"] = {"user": "deploy"}
+    raw["environments"]["lab"]["hosts"]["h2"] = {"address": "127.0.0.2", "user": "dba"}
+    inventory = Inventory.from_mapping(raw)
+    assert [h.user for h in inventory.hosts()] == ["deploy", "dba"]
 
 
 def test_file_problems_name_the_file(tmp_path):

@@ -196,7 +196,7 @@ def test_messages_show_no_empty_parameters(tmp_path):
     runtime.submit(RESTART, Plugin(), "nginx on web1", Person(ALICE), OPS)
     assert channel.done.wait(5)
     text = channel.said[OPS.channel][0]
-    assert "`!service restart service=nginx host=web1`" in text
+    assert "`!service restart service=nginx host=web1` for @alice succeeded" in text
     assert "note=" not in text
 
 

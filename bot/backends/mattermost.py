@@ -258,13 +258,13 @@ class MattermostBackend(NonDrainingDispatch, ErrBot):
             log.warning("commands still running after %.0fs; shutting down anyway", timeout)
 
     # ============================================== the intake's handler (IntakeHandler) =====
-    def run(self, post: IncomingPost) -> None:
+    def post_received(self, post: IncomingPost) -> None:
         msg = self._message_from(post)
         self.callback_message(msg)
         if post.mentions:
             self.callback_mention(msg, [MattermostPerson(self.directory, m) for m in post.mentions])
 
-    def refuse_stale(self, post: IncomingPost, notice: str) -> None:
+    def stale_command(self, post: IncomingPost, notice: str) -> None:
         self.send_simple_reply(self._message_from(post), notice)
 
     def reaction_added(self, reaction: dict[str, Any], channel_id: str) -> None:

@@ -4,11 +4,11 @@ Chat-framework-free: the intake decides what each post is and hands it to an
 :class:`IntakeHandler` (the Errbot backend implements one)::
 
     websocket thread ──events, catch-up requests──> Dispatcher ──> its thread: Intake
-                                                               │ ignore own, system, bot posts
-                                                               │ claim the post in the ledger
-                                                               │ stale command? handler.refuse_stale
-                                                               ▼
-                                                      handler.run(post)
+                                                          │ ignore own, system, bot posts
+                                                          │ claim the post in the ledger
+                                                          │ too old? handler.stale_command
+                                                          ▼
+                                                 handler.post_received(post)
 
 * **Exactly once.** A post is claimed in the :class:`~bot.mattermost.ledger.Ledger` before it is
   handed over; a post claimed before (replayed by the server, found again by a catch-up, seen
@@ -113,10 +113,10 @@ class IncomingPost:
 class IntakeHandler(Protocol):
     """What the intake hands over to (the chat framework)."""
 
-    def run(self, post: IncomingPost) -> None:
+    def post_received(self, post: IncomingPost) -> None:
         """A new post: a command to run or a message to show plugins."""
 
-    def refuse_stale(self, post: IncomingPost, notice: str) -> None:
+    def stale_command(self, post: IncomingPost, notice: str) -> None:
         """A command found too late to run safely: answer ``notice`` in its place."""
 
     def reaction_added(self, reaction: dict[str, Any], channel_id: str) -> None:
@@ -258,9 +258,9 @@ class Intake:
                 log.warning(
                     "refusing stale %s command from %s (%.0fs old)", source, post["user_id"], age
                 )
-                self.handler.refuse_stale(incoming, stale_notice(text, age))
+                self.handler.stale_command(incoming, stale_notice(text, age))
             else:
-                self.handler.run(incoming)
+                self.handler.post_received(incoming)
         except Exception:
             # Claimed, so it will not be retried: the safe failure is "not run".
             log.exception("post %s was claimed but could not be handled", post["id"])

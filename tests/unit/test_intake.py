@@ -92,12 +92,12 @@ class Recorder:
         self.memberships: list[tuple[str, str, bool, str]] = []
         self.fail_on: set[str] = set()
 
-    def run(self, post: IncomingPost) -> None:
+    def post_received(self, post: IncomingPost) -> None:
         self.ran.append(post)
         if post.id in self.fail_on:
             raise RuntimeError("plugin crashed")
 
-    def refuse_stale(self, post: IncomingPost, notice: str) -> None:
+    def stale_command(self, post: IncomingPost, notice: str) -> None:
         self.refused.append((post, notice))
 
     def reaction_added(self, reaction: dict[str, Any], channel_id: str) -> None:

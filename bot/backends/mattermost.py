@@ -1,24 +1,22 @@
-"""Errbot backend for Mattermost: every team, every command exactly once, nothing dropped.
+"""Errbot backend for Mattermost: lifecycle and Errbot adaptation over bot.mattermost.
 
 Data path (see docs/architecture.md)::
 
-    websocket thread ──events──> inbox queue ──> dispatcher thread ──> Errbot (worker pool)
-         (EventStream)                         (ledger claim, backfill)        │
-                                                                              replies
-    Mattermost REST <── outbox workers (ordered per channel, retried) <────────┘
+    websocket thread ──events──> Dispatcher thread: Intake ──> this backend ──> Errbot
+         (EventStream)           (claim, stale check, catch-up)  (IntakeHandler)   (worker pool)
+                                                                                     │ replies
+    Mattermost REST <── outbox workers (ordered per channel, retried) <──────────────┘
 
-The websocket thread only parses and sequences frames; the single dispatcher thread decides
-what each post is (own post, bot, stale, command) and claims it in the ledger before Errbot
-sees it, so replayed and backfilled posts are never run twice. Replies go through the outbox.
+The intake (:mod:`bot.mattermost.intake`) decides what each post is and hands it over exactly
+once; this module starts and stops the pieces, turns posts into Errbot messages and Errbot's
+replies into posts.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import ssl
 import threading
-import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -34,25 +32,21 @@ from errbot.backends.base import (
     Stream,
 )
 from errbot.core import ErrBot
+from tenacity import Retrying, retry_if_exception
 
 from bot.backends.dispatch import NonDrainingDispatch
-from bot.mattermost import heartbeat
-from bot.mattermost.directory import Directory, UnknownIdentifier, looks_like_id
-from bot.mattermost.events import Backoff, EventStream
-from bot.mattermost.identifiers import (
+from bot.backends.mattermost_identifiers import (
     MattermostPerson,
     MattermostRoom,
     MattermostRoomOccupant,
-    bind_directory,
 )
-from bot.mattermost.inbound import (
-    InboundPolicy,
-    decode_json_field,
-    ignore_reason,
-    is_command,
-    normalize_command,
-    stale_notice,
-)
+from bot.mattermost import heartbeat
+from bot.mattermost.backoff import wait_jittered_exponential
+from bot.mattermost.directory import Directory, looks_like_id
+from bot.mattermost.events import EventStream
+from bot.mattermost.identity import User, resolve, resolve_channel
+from bot.mattermost.inbound import InboundPolicy
+from bot.mattermost.intake import Dispatcher, IncomingPost, Intake, IntakeLimits
 from bot.mattermost.ledger import Ledger
 from bot.mattermost.outbox import Outbox
 from bot.mattermost.poster import Poster, attachment
@@ -63,7 +57,11 @@ from bot.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 EXIT_UNAUTHORIZED = 3
-_STOP = object()
+
+
+def _worth_retrying_login(exc: BaseException) -> bool:
+    """Network trouble and server errors, not a rejected token."""
+    return isinstance(exc, requests.RequestException) and status_of(exc) != 401
 
 
 class MattermostBackend(NonDrainingDispatch, ErrBot):
@@ -76,24 +74,16 @@ class MattermostBackend(NonDrainingDispatch, ErrBot):
         self.data_dir = Path(self.settings.opsroom_data_dir)
         self.rest = MattermostREST(self.settings.driver_options())
         self.directory = Directory(self.rest, self.settings.mattermost_teams)
-        bind_directory(self.directory)
         self.ledger = Ledger(self.data_dir / "mattermost-ledger.sqlite3")
         self.outbox: Outbox | None = None
         self._poster: Poster | None = None
         self.stream: EventStream | None = None
-        self.policy: InboundPolicy | None = None
+        self.intake: Intake | None = None
+        self.dispatcher: Dispatcher | None = None
         self.bot_identifier: MattermostPerson | None = None
-        self._inbox: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._auth_suspect = threading.Event()
-        # True while connected and caught up: only then may "last seen" move forward, or a
-        # later catch-up would start after posts it never saw.
-        self._in_sync = False
-        self._last_beat = 0.0
-        self._dispatcher = threading.Thread(
-            target=self._dispatch_forever, name="mattermost-dispatcher", daemon=True
-        )
 
     # ===================================================================== lifecycle =====
     @property
@@ -111,8 +101,9 @@ class MattermostBackend(NonDrainingDispatch, ErrBot):
                 self.rest, self.outbox, scrub=Redactor(self.settings.secrets).scrub
             )
             self.connect_callback()
-            self._dispatcher.start()
-            self.stream = self._make_stream()
+            self.dispatcher = Dispatcher(self._make_intake())
+            self.dispatcher.start()
+            self.stream = self._make_stream(self.dispatcher)
             self.stream.start()
             self._wait_for_stop()
         except KeyboardInterrupt:
@@ -123,31 +114,35 @@ class MattermostBackend(NonDrainingDispatch, ErrBot):
     def _login(self) -> bool:
         """Check the token and learn who and where the bot is, retrying while the server is
         unreachable or failing. False: the token was rejected or a stop was requested."""
-        backoff = Backoff(base=1.0, cap=self.settings.opsroom_reconnect_max_delay.total_seconds())
-        while not self._stop.is_set():
-            try:
-                self._learn_identity()
-                return True
-            except requests.RequestException as exc:
-                if status_of(exc) == 401:
-                    self._fatal_unauthorized()
-                    return False
-                delay = backoff.next_delay()
-                log.warning("Mattermost not reachable (%s); retrying in %.1fs", exc, delay)
-                self._stop.wait(delay)
-        return False
+        retrying = Retrying(
+            retry=retry_if_exception(_worth_retrying_login),
+            wait=wait_jittered_exponential(
+                1.0, self.settings.opsroom_reconnect_max_delay.total_seconds()
+            ),
+            stop=lambda _state: self._stop.is_set(),
+            sleep=self._pause,
+            before_sleep=lambda state: log.warning(
+                "Mattermost not reachable (%s); retrying in %.1fs",
+                state.outcome.exception() if state.outcome else "?",
+                state.next_action.sleep if state.next_action else 0,
+            ),
+            reraise=True,
+        )
+        try:
+            retrying(self._learn_identity)
+        except requests.RequestException as exc:
+            if status_of(exc) == 401:
+                self._fatal_unauthorized()
+            return False
+        return not self._stop.is_set()
+
+    def _pause(self, seconds: float) -> None:
+        self._stop.wait(seconds)
 
     def _learn_identity(self) -> None:
         me = self.directory.remember_user(self.rest.login())
         log.info("logged in to Mattermost as @%s (%s)", me["username"], me["id"])
         self.bot_identifier = MattermostPerson(self.directory, me["id"], me["username"])
-        self.policy = InboundPolicy(
-            bot_user_id=me["id"],
-            bot_username=me["username"],
-            prefix=self.bot_config.BOT_PREFIX,
-            answer_bots=self.settings.opsroom_answer_bots,
-            answer_webhooks=self.settings.opsroom_answer_webhooks,
-        )
         missing = self.directory.refresh_teams()
         if missing:
             log.error("MATTERMOST_TEAMS: the bot is not a member of %s", ", ".join(missing))
@@ -159,7 +154,31 @@ class MattermostBackend(NonDrainingDispatch, ErrBot):
         # Errbot compares BOT_ADMINS with ``aclattr``: the immutable user id.
         self.bot_config.BOT_ADMINS = tuple(admins)
 
-    def _make_stream(self) -> EventStream:
+    def _make_intake(self) -> Intake:
+        assert self.bot_identifier is not None
+        policy = InboundPolicy(
+            bot_user_id=self.bot_identifier.userid,
+            bot_username=self.bot_identifier.username,
+            prefix=self.bot_config.BOT_PREFIX,
+            answer_bots=self.settings.opsroom_answer_bots,
+            answer_webhooks=self.settings.opsroom_answer_webhooks,
+        )
+        limits = IntakeLimits(
+            max_command_age=self.settings.opsroom_max_command_age.total_seconds(),
+            backfill_window=self.settings.opsroom_backfill_window.total_seconds(),
+            beat_interval=self.settings.opsroom_ws_ping_interval.total_seconds(),
+        )
+        return Intake(
+            directory=self.directory,
+            history=self.rest,
+            ledger=self.ledger,
+            policy=policy,
+            handler=self,
+            limits=limits,
+            on_beat=lambda: heartbeat.beat(self.data_dir),
+        )
+
+    def _make_stream(self, dispatcher: Dispatcher) -> EventStream:
         options = self.settings.driver_options()
         scheme = "wss" if options["scheme"] == "https" else "ws"
         url = f"{scheme}://{options['url']}:{options['port']}{options['basepath']}/websocket"
@@ -172,10 +191,10 @@ class MattermostBackend(NonDrainingDispatch, ErrBot):
         return EventStream(
             url,
             self.settings.token,
-            on_event=lambda event: self._inbox.put(("event", event)),
-            on_resync=lambda reason: self._inbox.put(("resync", reason)),
+            on_event=dispatcher.submit_event,
+            on_resync=dispatcher.request_backfill,
             on_unauthorized=self._suspect_token,
-            on_connection_change=self._connection_changed,
+            on_connection_change=dispatcher.connection_changed,
             ping_interval=self.settings.opsroom_ws_ping_interval.total_seconds(),
             max_delay=self.settings.opsroom_reconnect_max_delay.total_seconds(),
             ssl_context=context,
@@ -216,18 +235,14 @@ class MattermostBackend(NonDrainingDispatch, ErrBot):
         self._stop.set()
         self._wake.set()
 
-    def _connection_changed(self, up: bool) -> None:
-        if not up:
-            self._in_sync = False
-
     def _shutdown_cleanly(self) -> None:
         """Stop taking commands, let running ones finish and their replies go out."""
-        self._beat()
+        if self.dispatcher:
+            self.dispatcher.intake.beat()  # last seen connected and caught up: now
         if self.stream:
             self.stream.stop()
-        if self._dispatcher.is_alive():
-            self._inbox.put((_STOP, None))
-            self._dispatcher.join(timeout=10)
+        if self.dispatcher:
+            self.dispatcher.stop(timeout=10)
         self._finish_running_commands(timeout=15)
         if self.plugin_manager:
             self.disconnect_callback()
@@ -242,133 +257,17 @@ class MattermostBackend(NonDrainingDispatch, ErrBot):
         if not self.thread_pool.shutdown(timeout):
             log.warning("commands still running after %.0fs; shutting down anyway", timeout)
 
-    # ==================================================================== dispatcher =====
-    def _dispatch_forever(self) -> None:
-        interval = self.settings.opsroom_ws_ping_interval.total_seconds()
-        while True:
-            try:
-                kind, payload = self._inbox.get(timeout=interval)
-            except queue.Empty:
-                self._beat()
-                continue
-            if kind is _STOP:
-                return
-            try:
-                if kind == "resync":
-                    self._backfill(payload)
-                else:
-                    self._handle_event(payload)
-            except Exception:
-                log.exception("failed to handle %s", kind)
-            self._beat_if_due(interval)
-
-    def _beat_if_due(self, interval: float) -> None:
-        if time.monotonic() - self._last_beat >= interval:
-            self._beat()
-
-    def _beat(self) -> None:
-        if not self._in_sync:
-            return
-        self._last_beat = time.monotonic()
-        heartbeat.beat(self.data_dir)
-        self.ledger.set_state("last_seen_ms", str(int(time.time() * 1000)))
-
-    def _handle_event(self, event: dict[str, Any]) -> None:
-        kind = event.get("event")
-        data = event.get("data") or {}
-        broadcast = event.get("broadcast") or {}
-        if kind == "hello":
-            # Comes after the replay or the catch-up that this connection needed.
-            self._in_sync = True
-            self._beat()
-        elif kind == "posted":
-            post = decode_json_field(data.get("post"))
-            if isinstance(post, dict):
-                mentions = decode_json_field(data.get("mentions")) or []
-                self._handle_post(post, source="live", mentions=mentions)
-        elif kind == "reaction_added":
-            reaction = decode_json_field(data.get("reaction"))
-            self._handle_reaction(reaction, broadcast.get("channel_id", ""))
-        elif kind == "user_added":
-            self._member_changed(broadcast.get("channel_id", ""), data.get("user_id", ""), True)
-        elif kind == "user_removed":
-            channel_id = data.get("channel_id") or broadcast.get("channel_id", "")
-            remover = data.get("remover_id", "")
-            self._member_changed(channel_id, data.get("user_id", ""), False, remover)
-        elif kind in ("added_to_team", "leave_team") and data.get("user_id") == self.rest.user_id:
-            self.directory.refresh_teams()
-        elif kind == "post_edited":
-            # Edited commands are never run again: the original was handled exactly once.
-            log.debug("post edited: %s", data.get("post", "")[:80])
-
-    def _handle_post(
-        self, post: dict[str, Any], source: str, mentions: list[str] | None = None
-    ) -> bool:
-        """Hand a post to Errbot unless it must be ignored or was handled before.
-
-        Returns True when the post was new (claimed now).
-        """
-        assert self.policy is not None
-        reason = ignore_reason(post, self.policy)
-        if reason:
-            log.debug("ignoring post %s: %s", post.get("id"), reason)
-            return False
-        try:
-            channel = self.directory.channel(post["channel_id"])
-        except UnknownIdentifier:
-            log.warning("post %s in a channel the bot cannot see", post.get("id"))
-            return False
-        if not self.directory.serves_team(channel.get("team_id", "")):
-            return False
-        direct = channel.get("type") == "D"
-        text = normalize_command(post.get("message", ""), self.policy)
-        age = time.time() - post.get("create_at", 0) / 1000
-        command = is_command(text, self.policy, direct)
-        stale = command and age > self.settings.opsroom_max_command_age.total_seconds()
-        outcome = "stale" if stale else ("command" if command else "message")
-        if not self.ledger.claim(post["id"], channel["id"], post.get("create_at", 0), outcome):
-            log.debug("post %s already handled; not running it again", post["id"])
-            return False
-        msg = self._message_from_post(post, channel, text)
-        if stale:
-            log.warning("refusing stale %s command from %s (%.0fs old)", source, msg.frm, age)
-            self.send_simple_reply(msg, stale_notice(text, age))
-            return True
+    # ============================================== the intake's handler (IntakeHandler) =====
+    def post_received(self, post: IncomingPost) -> None:
+        msg = self._message_from(post)
         self.callback_message(msg)
-        others = [m for m in mentions or [] if m != self.rest.user_id]
-        if others:
-            self.callback_mention(msg, [MattermostPerson(self.directory, m) for m in others])
-        return True
+        if post.mentions:
+            self.callback_mention(msg, [MattermostPerson(self.directory, m) for m in post.mentions])
 
-    def _message_from_post(
-        self, post: dict[str, Any], channel: dict[str, Any], text: str
-    ) -> Message:
-        author = self.directory.user(post["user_id"])
-        if channel.get("type") == "D":
-            frm: Identifier = MattermostPerson(
-                self.directory, author["id"], author["username"], channel_id=channel["id"]
-            )
-            to: Identifier = self.bot_identifier
-        else:
-            room = MattermostRoom(self.directory, channel["id"])
-            frm = MattermostRoomOccupant(self.directory, author["id"], room, author["username"])
-            to = room
-        return Message(
-            body=text,
-            frm=frm,
-            to=to,
-            extras={
-                "post_id": post["id"],
-                "root_id": post.get("root_id", ""),
-                "channel_id": channel["id"],
-                "team_id": channel.get("team_id", ""),
-                "create_at": post.get("create_at", 0),
-            },
-        )
+    def stale_command(self, post: IncomingPost, notice: str) -> None:
+        self.send_simple_reply(self._message_from(post), notice)
 
-    def _handle_reaction(self, reaction: Any, channel_id: str) -> None:
-        if not isinstance(reaction, dict) or reaction.get("user_id") == self.rest.user_id:
-            return
+    def reaction_added(self, reaction: dict[str, Any], channel_id: str) -> None:
         self.callback_reaction(
             Reaction(
                 reactor=MattermostPerson(self.directory, reaction["user_id"]),
@@ -379,13 +278,9 @@ class MattermostBackend(NonDrainingDispatch, ErrBot):
             )
         )
 
-    def _member_changed(
-        self, channel_id: str, user_id: str, joined: bool, remover_id: str = ""
+    def membership_changed(
+        self, channel_id: str, user_id: str, joined: bool, remover_id: str
     ) -> None:
-        if not channel_id:
-            return
-        if user_id == self.rest.user_id:
-            self.directory.forget_channel(channel_id)
         room = MattermostRoom(self.directory, channel_id)
         who = None if user_id == self.rest.user_id else MattermostPerson(self.directory, user_id)
         if joined:
@@ -394,42 +289,30 @@ class MattermostBackend(NonDrainingDispatch, ErrBot):
             remover = MattermostPerson(self.directory, remover_id) if remover_id else None
             self.callback_room_left(room, who, remover)
 
-    def _backfill(self, reason: str) -> None:
-        """Fetch over REST what the websocket did not deliver, and handle it once.
-
-        Each channel is read from its own watermark (newest post handled there) or, for a
-        channel with no handled post yet, from shortly before the bot was last known
-        connected and caught up, never further back than ``OPSROOM_BACKFILL_WINDOW``.
-        Reading a little too much is harmless: the ledger claim drops what was handled.
-        On the very first start there is nothing to catch up with; old history is left alone.
-        """
-        now_ms = int(time.time() * 1000)
-        floor = now_ms - int(self.settings.opsroom_backfill_window.total_seconds() * 1000)
-        last_seen = self.ledger.get_state("last_seen_ms")
-        ping_ms = self.settings.opsroom_ws_ping_interval.total_seconds() * 1000
-        found = 0
-        for channel in self.directory.my_channels():
-            if not self.directory.serves_team(channel.get("team_id", "")):
-                continue
-            mark = self.ledger.watermark(channel["id"])
-            if mark is not None:
-                since = mark
-            elif last_seen:
-                # Events received just before "last seen" may not have been handled yet;
-                # "last seen" is written every ping interval, so two intervals cover them.
-                since = int(last_seen) - 2 * int(ping_ms)
-            else:
-                continue
-            since = max(since, floor)
-            if channel.get("last_post_at", now_ms) < since:
-                continue
-            for post in self.rest.posts_since(channel["id"], since):
-                if post.get("create_at", 0) >= since:
-                    found += self._handle_post(post, source="backfill")
-        self._beat()
-        log.info("caught up after %s: %d missed post(s) found over REST", reason, found)
-        if not last_seen:
-            self.ledger.set_state("last_seen_ms", str(now_ms))
+    def _message_from(self, post: IncomingPost) -> Message:
+        author = self.directory.user(post.user_id)
+        channel = post.channel
+        if post.direct:
+            frm: Identifier = MattermostPerson(
+                self.directory, author["id"], author["username"], channel_id=channel["id"]
+            )
+            to: Identifier = self.bot_identifier
+        else:
+            room = MattermostRoom(self.directory, channel["id"])
+            frm = MattermostRoomOccupant(self.directory, author["id"], room, author["username"])
+            to = room
+        return Message(
+            body=post.text,
+            frm=frm,
+            to=to,
+            extras={
+                "post_id": post.id,
+                "root_id": post.post.get("root_id", ""),
+                "channel_id": channel["id"],
+                "team_id": channel.get("team_id", ""),
+                "create_at": post.post.get("create_at", 0),
+            },
+        )
 
     # ====================================================================== sending =====
     def build_reply(
@@ -549,28 +432,14 @@ class MattermostBackend(NonDrainingDispatch, ErrBot):
     # ================================================================== identifiers =====
     def build_identifier(self, text: str) -> Identifier:
         """``@user``, ``~channel``, ``team/channel``, ``~team/channel`` or a 26-char id."""
-        text = text.strip()
-        if text.startswith("@"):
-            user = self.directory.user_by_name(text)
-            return MattermostPerson(self.directory, user["id"], user["username"])
-        if text.startswith("~") or "/" in text:
-            return MattermostRoom(self.directory, self.directory.channel_by_name(text)["id"])
-        if looks_like_id(text):
-            try:
-                user = self.directory.user(text)
-                return MattermostPerson(self.directory, user["id"], user["username"])
-            except UnknownIdentifier:
-                return MattermostRoom(self.directory, self.directory.channel(text)["id"])
-        raise UnknownIdentifier(
-            f"cannot tell who or what {text!r} is: use @user, ~channel, team/channel or an id"
-        )
+        found = resolve(self.directory, text)
+        if isinstance(found, User):
+            return MattermostPerson(self.directory, found.userid, found.username)
+        return MattermostRoom(self.directory, found.channel_id)
 
     def query_room(self, room: str) -> MattermostRoom:
         """A channel by id, ``~name``, ``name``, ``team/name`` or ``~team/name``."""
-        room = room.strip()
-        if looks_like_id(room):
-            return MattermostRoom(self.directory, self.directory.channel(room)["id"])
-        return MattermostRoom(self.directory, self.directory.channel_by_name(room)["id"])
+        return MattermostRoom(self.directory, resolve_channel(self.directory, room).channel_id)
 
     def rooms(self) -> list[MattermostRoom]:
         return [

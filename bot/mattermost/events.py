@@ -14,8 +14,9 @@ thread starts it, unlike ``mattermostdriver``'s websocket) and implements Matter
   owner can backfill over REST. The first ``hello`` after start-up is reported the same way.
 
 Dead connections are found with websocket pings; reconnects back off exponentially with
-jitter. A refused handshake with HTTP 401 calls ``on_unauthorized`` and stops the stream.
-Handlers run on the stream's thread and must be quick (hand work to another thread).
+jitter (:mod:`bot.mattermost.backoff`). A refused handshake with HTTP 401 calls
+``on_unauthorized`` and stops the stream. Handlers run on the stream's thread and must be
+quick (hand work to another thread).
 """
 
 from __future__ import annotations
@@ -23,12 +24,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -36,28 +36,12 @@ import websockets
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from bot.mattermost.backoff import Backoff
+
 log = logging.getLogger(__name__)
 
 # Close codes after which reconnecting with the same token is pointless.
 POLICY_VIOLATION = 1008
-
-
-@dataclass
-class Backoff:
-    """Exponential backoff with jitter: ``base * 2**n`` capped, drawn from its upper half."""
-
-    base: float = 1.0
-    cap: float = 60.0
-    attempts: int = 0
-    rng: random.Random = field(default_factory=random.Random)
-
-    def next_delay(self) -> float:
-        ceiling = min(self.cap, self.base * 2**self.attempts)
-        self.attempts += 1
-        return self.rng.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self.attempts = 0
 
 
 @dataclass

@@ -9,7 +9,8 @@ Delivery rules, so that nothing is dropped:
 * HTTP 429: every worker pauses until the server's ``Retry-After`` / ``X-RateLimit-Reset``
   has passed (Mattermost rate-limits per token, so one 429 concerns all workers), then the
   same item is retried.
-* HTTP 5xx, timeouts and connection errors: retried with exponential backoff and jitter.
+* HTTP 5xx, timeouts and connection errors: retried with the shared back-off
+  (:mod:`bot.mattermost.backoff`), from 0.25 s up to ``max_backoff``.
   Posts carry a ``pending_post_id`` that Mattermost uses to de-duplicate, so a retry after a
   lost response cannot post twice.
 * HTTP 401: the token is no longer valid; ``on_unauthorized`` is called and the item fails.
@@ -19,7 +20,6 @@ Delivery rules, so that nothing is dropped:
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections import deque
@@ -28,15 +28,17 @@ from concurrent.futures import Future
 from typing import Any
 
 import requests
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_any
+from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from bot.errors import ChatError
+from bot.mattermost.backoff import wait_jittered_exponential
 from bot.mattermost.rest import status_of
 
 log = logging.getLogger(__name__)
 
 Job = Callable[[], Any]
 
+FIRST_RETRY_SECONDS = 0.25
 MAX_BACKOFF_SECONDS = 30.0
 DEFAULT_RATE_LIMIT_PAUSE = 1.0
 
@@ -83,8 +85,9 @@ class Outbox:
         on_unauthorized: Callable[[], None] | None = None,
         max_backoff: float = MAX_BACKOFF_SECONDS,
     ) -> None:
-        self._lock = threading.Condition()  # workers wait on it for ready keys
-        self._drained = threading.Condition(self._lock)  # close() waits on it
+        mutex = threading.Lock()
+        self._lock = threading.Condition(mutex)  # workers wait on it for ready keys
+        self._drained = threading.Condition(mutex)  # close() waits on it
         self._queues: dict[str, deque[tuple[Job, Future, str]]] = {}
         self._ready: deque[str] = deque()  # keys with work and no worker on them
         self._busy: set[str] = set()
@@ -93,7 +96,7 @@ class Outbox:
         self._stop = threading.Event()
         self._paused_until = 0.0
         self._on_unauthorized = on_unauthorized
-        self._max_backoff = max_backoff
+        self._backoff = wait_jittered_exponential(FIRST_RETRY_SECONDS, max_backoff)
         self._threads = [
             threading.Thread(target=self._work, name=f"mattermost-outbox-{n}", daemon=True)
             for n in range(workers)
@@ -175,7 +178,7 @@ class Outbox:
         retrying = Retrying(
             retry=retry_if_exception(is_transient),
             wait=self._wait,
-            stop=stop_any(lambda _state: self._stop.is_set()),
+            stop=lambda _state: self._stop.is_set(),
             sleep=self._sleep,
             before_sleep=lambda state: log.warning(
                 "%s failed (%s); retry %d in %.1fs",
@@ -212,8 +215,7 @@ class Outbox:
             with self._lock:
                 self._paused_until = max(self._paused_until, time.monotonic() + limited)
             return 0.0  # the wrapped job waits for the shared pause itself
-        ceiling = min(self._max_backoff, 0.25 * 2 ** (state.attempt_number - 1))
-        return random.uniform(ceiling / 2, ceiling)
+        return self._backoff(state)
 
     def _sleep(self, seconds: float) -> None:
         self._stop.wait(seconds)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
 from bot.mattermost.outbox import Outbox
 from bot.mattermost.rest import MattermostREST
-from bot.mattermost.splitting import split_message
+from bot.mattermost.splitting import MATTERMOST_MAX_POST_LENGTH, split_message
 
-POST_LIMIT = 16383  # Mattermost's maximum message length, in characters
 # Attachment colours for Errbot's colour names; anything else passes through ("#ff8800").
 COLOURS = {"red": "#d24b4e", "green": "#3db887", "yellow": "#ffbc1f", "blue": "#1c58d9"}
 
@@ -81,7 +81,7 @@ class Poster:
         each resolving to the created post. ``props`` and files go with the last part."""
         key = order_key or channel_id
         text = self.scrub(text)
-        parts = split_message(text, POST_LIMIT) if text else [""]
+        parts = split_message(text, MATTERMOST_MAX_POST_LENGTH) if text else [""]
         futures = []
         for index, part in enumerate(parts):
             body: dict[str, Any] = {
@@ -95,14 +95,12 @@ class Poster:
                     body["props"] = props
                 if file_ids:
                     body["file_ids"] = file_ids
-            futures.append(
-                self.outbox.submit(key, lambda body=body: self.rest.create_post(body), "post")
-            )
+            futures.append(self.outbox.submit(key, partial(self.rest.create_post, body), "post"))
         return futures
 
     def edit(self, post_id: str, text: str, order_key: str = "") -> Future:
         """Replace a post's text (live progress). Text beyond the limit is cut."""
-        body = {"message": split_message(self.scrub(text), POST_LIMIT)[0]}
+        body = {"message": split_message(self.scrub(text), MATTERMOST_MAX_POST_LENGTH)[0]}
         return self.outbox.submit(
             order_key or post_id, lambda: self.rest.patch_post(post_id, body), "edit"
         )
@@ -130,7 +128,7 @@ class Poster:
             info = self.rest.upload_file(channel_id, filename, content)
             body = {
                 "channel_id": channel_id,
-                "message": split_message(self.scrub(message), POST_LIMIT)[0],
+                "message": split_message(self.scrub(message), MATTERMOST_MAX_POST_LENGTH)[0],
                 "root_id": root_id,
                 "file_ids": [info["id"]],
                 "pending_post_id": self._pending_post_id(),

@@ -161,10 +161,9 @@ class MattermostREST:
         return self.get(f"/posts/{post_id}/reactions")
 
     def posts_since(self, channel_id: str, since_ms: int) -> list[dict[str, Any]]:
-        """Posts of a channel created or changed since ``since_ms``, oldest first."""
+        """Posts of a channel created or changed since ``since_ms``, in no particular order."""
         body = self.get(f"/channels/{channel_id}/posts", params={"since": since_ms})
-        posts = body.get("posts") or {}
-        return sorted(posts.values(), key=lambda post: post.get("create_at", 0))
+        return list((body.get("posts") or {}).values())
 
     # --- writes ----------------------------------------------------------------------------
     def direct_channel(self, other_user_id: str) -> dict[str, Any]:

@@ -1,9 +1,8 @@
 """The reliable-websocket bookkeeping of EventStream, without a network."""
 
 import json
-import random
 
-from bot.mattermost.events import Backoff, EventStream
+from bot.mattermost.events import EventStream
 
 
 def make_stream():
@@ -66,13 +65,3 @@ def test_responses_and_garbage_are_not_events():
     stream._receive("not json")
     stream._receive('{"event": "posted"}')
     assert events == []
-
-
-def test_backoff_grows_with_jitter_and_is_capped():
-    backoff = Backoff(base=1.0, cap=8.0, rng=random.Random(1))
-    delays = [backoff.next_delay() for _ in range(6)]
-    ceilings = [1, 2, 4, 8, 8, 8]
-    assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings, strict=True))
-    assert len(set(delays)) == len(delays)  # jittered, not lock-step
-    backoff.reset()
-    assert backoff.next_delay() <= 1.0

@@ -3,7 +3,8 @@ import threading
 import pytest
 
 from bot.mattermost.outbox import Outbox
-from bot.mattermost.poster import POST_LIMIT, Poster, attachment
+from bot.mattermost.poster import Poster, attachment
+from bot.mattermost.splitting import MATTERMOST_MAX_POST_LENGTH as POST_LIMIT
 
 
 class RecordingREST:

@@ -960,7 +960,7 @@ class AuditStore:
         except AuditError as exc:
             mark = None
             extra.append((0, NO_RECORD, str(exc)))
-        sources = [(checkpoint, None) for checkpoint in checkpoints]
+        sources: list[tuple[Checkpoint, str | None]] = [(cp, None) for cp in checkpoints]
         if mark is not None:
             sources.append((mark, f"high-water mark {self._mark.path.name}"))
         for checkpoint, source in sources:

@@ -204,6 +204,9 @@ def cut(text: str, limit: int, marker: str = CUT_MARKER) -> str:
     return (text[:keep] + tail)[:limit]
 
 
+_ANY_TRIGGER = re.compile("|".join(re.escape(t) for _, _, ts in _PATTERNS for t in ts))
+
+
 def is_secret_key(key: str) -> bool:
     """True if a mapping key names a secret (``password``, ``X-Auth-Token``, ``apiKey``...)."""
     normal = _KEY_NOISE.sub("", key.lower())
@@ -226,9 +229,13 @@ class Redactor:
 
     def scrub(self, text: str) -> str:
         """Return ``text`` with configured secret values and known secret shapes masked."""
+        if len(text) < MIN_SECRET_LENGTH:  # ids, flags, empty fields: nothing to find
+            return text
         for secret in self._secrets:
             text = text.replace(secret, MASK)
         lowered = text.lower()
+        if not _ANY_TRIGGER.search(lowered):  # one scan instead of one per pattern
+            return text
         for pattern, replacement, triggers in _PATTERNS:
             if any(t in lowered for t in triggers):
                 text = pattern.sub(replacement, text)

@@ -542,6 +542,7 @@ class _HighWater:
         self.path = path
         self._fd: int | None = None
         self._unsynced = 0
+        self._parsed: tuple[bytes, Checkpoint | None] = (b"", None)  # last read, parsed
         if writable:
             self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
 
@@ -554,13 +555,17 @@ class _HighWater:
                 raw = self.path.read_bytes()[: self.SIZE]
         except FileNotFoundError:
             return None
+        if raw == self._parsed[0]:  # unchanged since the last read: the common case
+            return self._parsed[1]
         text = raw.decode("utf-8", "replace").strip("\x00 \n")
         if not text:
             return None
         try:
-            return Checkpoint.parse(text)
+            mark = Checkpoint.parse(text)
         except ValueError:
             raise AuditError(f"{self.path} is not a high-water mark (edited?)") from None
+        self._parsed = (raw, mark)
+        return mark
 
     def seq(self) -> int:
         try:
@@ -577,6 +582,7 @@ class _HighWater:
         try:
             if self.seq() < int(mark.last_id[2:]):
                 os.pwrite(self._fd, line, 0)
+                self._parsed = (line, mark)
                 self._unsynced += 1
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -696,6 +702,8 @@ class AuditStore:
     # --- writing ---------------------------------------------------------------------------
     def _text(self, value: str, limit: int) -> str:
         """Scrub, make encodable, then bound: the order that lets no piece of a secret by."""
+        if not value:
+            return value
         return cut(encodable(_as_text(self._redact(value))), limit)
 
     def _parameters(self, parameters: Mapping[str, Any] | None) -> dict[str, Any]:

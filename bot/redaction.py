@@ -45,9 +45,29 @@ _KEY_NOISE = re.compile(r"[_\-. ]")
 _VALUE = r"""(?P<val>"(?:[^"\\\n]|\\.)*"|'[^'\n]*'|[^\s"'&;,}]+)"""
 
 
+# The run of characters a label's word is part of: "DB_PASSWORD", "config.password".
+_LABEL_CHARS = re.compile(r"[\w.\-]*\Z")
+
+
+def _in_path(match: re.Match[str]) -> bool:
+    """True if the matched label is the last component of a path (``/etc/passwd``,
+    ``/run/secrets/db_token``, ``C:\\keys\\secret``): a file name, not a label."""
+    start = match.start("key")
+    before = match.string[max(0, start - 200) : start]
+    lead = _LABEL_CHARS.search(before)
+    head = before[: lead.start()] if lead else before
+    return head.endswith(("/", "\\"))
+
+
 def _mask_value(match: re.Match[str]) -> str:
-    """Keep the label and separator of a match, and the quotes around a quoted value."""
+    """Keep the label and separator of a match, and the quotes around a quoted value.
+
+    A "label" that is the last component of a path is left alone: in ``'/etc/passwd':
+    must match ^[0-9]{1,4}$`` the word after the colon is a message, not a password."""
     value = match.group("val")
+    if _in_path(match):
+        # The value may still hold a real label ("/etc/passwd: password=x"): scan it alone.
+        return match.group("key") + match.group("sep") + match.re.sub(_mask_value, value)
     if len(value) >= 2 and value[0] in "\"'" and value[-1] == value[0]:
         value = value[0] + MASK + value[0] if len(value) > 2 else value
     else:
@@ -156,6 +176,37 @@ _PATTERNS: list[_Pattern] = [
 ]
 
 
+CUT_MARKER = "… [cut {n} chars]"
+
+
+def cut(text: str, limit: int, marker: str = CUT_MARKER) -> str:
+    """``text`` bounded to ``limit`` characters: when longer, its head and ``marker``
+    (``{n}``: how many characters were dropped) fill exactly ``limit``.
+
+    Call it on scrubbed text only (:meth:`Redactor.scrub_and_cut`): cutting first can leave
+    a piece of a secret that no longer matches anything. A cut never splits ``[REDACTED]``.
+    """
+    if limit < 0:
+        raise ValueError(f"limit must not be negative, got {limit}")
+    if len(text) <= limit:
+        return text
+    keep = limit
+    while True:
+        tail = marker.format(n=len(text) - keep)
+        if keep + len(tail) <= limit or keep == 0:
+            break
+        keep = max(0, limit - len(tail))
+    # A mask the cut would split goes whole.
+    start = text.rfind(MASK, max(0, keep - len(MASK) + 1), keep + len(MASK) - 1)
+    if start != -1 and start < keep < start + len(MASK):
+        keep = start
+        tail = marker.format(n=len(text) - keep)
+    return (text[:keep] + tail)[:limit]
+
+
+_ANY_TRIGGER = re.compile("|".join(re.escape(t) for _, _, ts in _PATTERNS for t in ts))
+
+
 def is_secret_key(key: str) -> bool:
     """True if a mapping key names a secret (``password``, ``X-Auth-Token``, ``apiKey``...)."""
     normal = _KEY_NOISE.sub("", key.lower())
@@ -178,13 +229,26 @@ class Redactor:
 
     def scrub(self, text: str) -> str:
         """Return ``text`` with configured secret values and known secret shapes masked."""
+        if len(text) < MIN_SECRET_LENGTH:  # ids, flags, empty fields: nothing to find
+            return text
         for secret in self._secrets:
             text = text.replace(secret, MASK)
         lowered = text.lower()
+        if not _ANY_TRIGGER.search(lowered):  # one scan instead of one per pattern
+            return text
         for pattern, replacement, triggers in _PATTERNS:
             if any(t in lowered for t in triggers):
                 text = pattern.sub(replacement, text)
         return text
+
+    def scrub_and_cut(self, text: str, limit: int, marker: str = CUT_MARKER) -> str:
+        """Scrub ``text``, then bound it to ``limit`` characters (see :func:`cut`).
+
+        The one safe order: a secret cut in half no longer matches its configured value or
+        its pattern (a ``ghp_`` token shorter than 30 characters is not a token any more),
+        so scrubbing after a cut lets most of it through.
+        """
+        return cut(self.scrub(text), limit, marker)
 
     def scrub_obj(self, obj: T) -> T:
         """Return a scrubbed copy of ``obj``; the input is never modified.

@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     )
     opsroom_ssh_max_parallel: int = Field(10, ge=1, le=200)
     opsroom_audit_channel: str | None = Field(None, description="e.g. ~ops-audit")
+    opsroom_audit_key_file: Path | None = Field(
+        None, description="key that signs every audit record and checkpoint (HMAC-SHA256)"
+    )
     opsroom_job_workers: int = Field(16, ge=1, le=256)
 
     @field_validator("opsroom_log_level", mode="before")

@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import itertools
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,8 +21,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from bot.runtime.audit import FIELDS, FILENAME, AuditError, AuditRecord, AuditStore
-from bot.settings import get_settings
+from bot.runtime.audit import (
+    FIELDS,
+    FILENAME,
+    HIGH_WATER_SUFFIX,
+    AuditError,
+    AuditRecord,
+    AuditStore,
+    VerifyResult,
+)
+from bot.runtime.audit_evidence import AuditKey, Checkpoint, Witness, witnesses_in
+from bot.settings import Settings, get_settings
 
 EXIT_BROKEN = 1
 EXIT_NO_LOG = 2
@@ -51,9 +62,34 @@ def add_audit_commands(subparsers: argparse._SubParsersAction) -> None:
         metavar="TIME",
         help="only records at or after TIME (ISO 8601, UTC unless an offset is given)",
     )
+    export.add_argument("--job", metavar="J-...", help="only the records of this job")
     export.add_argument("--output", "-o", type=Path, metavar="FILE", help="default: stdout")
     export.set_defaults(func=cmd_export)
-    verify = subparsers.add_parser("verify", help="check the hash chain of the whole audit log")
+    verify = subparsers.add_parser(
+        "verify",
+        help="check the hash chain of the whole audit log, and outside evidence about it",
+    )
+    verify.add_argument(
+        "--checkpoint",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a file holding checkpoint lines and/or echo references kept elsewhere",
+    )
+    verify.add_argument(
+        "--online",
+        action="store_true",
+        help="read the bot's checkpoints and echoes back from the audit channel",
+    )
+    verify.add_argument(
+        "--key",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="audit key file: require and check signatures (repeat for rotated keys)",
+    )
     verify.set_defaults(func=cmd_verify)
 
 
@@ -99,7 +135,7 @@ def write_csv(records: Iterator[AuditRecord], out: TextIO) -> int:
     writer.writerow(FIELDS)
     count = 0
     for record in records:
-        data = record.as_dict()
+        data = dict.fromkeys(FIELDS, "") | record.as_dict()
         data["parameters"] = json.dumps(
             record.parameters, sort_keys=True, separators=(",", ":"), ensure_ascii=False
         )
@@ -117,7 +153,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     writer = write_csv if args.format == "csv" else write_jsonl
     try:
         with _output(args.output) as out:
-            writer(store.since(args.since), out)
+            writer(store.since(args.since, job_id=args.job), out)
     except BrokenPipeError:  # `opsroom audit export | head`
         # As the Python docs advise: point stdout at devnull so the exit flush cannot fail.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -127,16 +163,98 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+OFFLINE_COVERAGE = (
+    "offline check: edits, deletions, insertions and reordering inside the log are "
+    "detected, and a cut tail or a rewritten last record against the high-water mark "
+    "{mark}; a re-hashed tail (with a rewritten {mark}) needs --checkpoint, --online or --key"
+)
+
+
+class EvidenceError(Exception):
+    """Outside evidence could not be read: the message says which and why."""
+
+
+def evidence_from_files(paths: list[Path]) -> tuple[list[Checkpoint], list[Witness]]:
+    checkpoints: list[Checkpoint] = []
+    references: list[Witness] = []
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise EvidenceError(f"cannot read {path}: {exc.strerror}") from None
+        found, refs = witnesses_in([text], f"{path.name}: echo")
+        if not found and not refs:
+            raise EvidenceError(f"{path} holds no audit checkpoint line and no echo reference")
+        checkpoints.extend(found)
+        references.extend(refs)
+    return checkpoints, references
+
+
+def audit_channel_posts(settings: Settings) -> list[str]:
+    """The messages the bot itself posted in ``OPSROOM_AUDIT_CHANNEL``, oldest first
+    (posts by anyone else witness nothing)."""
+    # Imported here: the offline commands must not need a Mattermost client.
+    from bot.mattermost.directory import Directory
+    from bot.mattermost.rest import MattermostREST
+
+    if settings.mattermost_url is None or not settings.opsroom_audit_channel:
+        raise EvidenceError("--online needs MATTERMOST_URL, a token and OPSROOM_AUDIT_CHANNEL")
+    try:
+        rest = MattermostREST(settings.driver_options())
+        me = rest.login()
+        name = settings.opsroom_audit_channel
+        if re.fullmatch(r"[a-z0-9]{26}", name):
+            channel_id = name
+        else:
+            directory = Directory(rest, settings.mattermost_teams)
+            directory.refresh_teams()
+            channel_id = directory.channel_by_name(name)["id"]
+        posts: list[dict] = []
+        for page in itertools.count():
+            body = rest.get(f"/channels/{channel_id}/posts", {"page": page, "per_page": 200})
+            batch = list((body.get("posts") or {}).values())
+            posts.extend(batch)
+            if not batch or not body.get("has_next", len(batch) == 200):
+                break
+    except Exception as exc:  # network, 401, unknown channel: all mean "no evidence"
+        raise EvidenceError(f"cannot read the audit channel: {exc}") from None
+    posts.sort(key=lambda post: post.get("create_at", 0))
+    return [post.get("message", "") for post in posts if post.get("user_id") == me["id"]]
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
+    try:
+        keys = [AuditKey.load(path) for path in args.key] if args.key else None
+        checkpoints, references = evidence_from_files(args.checkpoint)
+        if args.online:
+            found, refs = witnesses_in(audit_channel_posts(get_settings()), "channel echo")
+            if not found and not refs:
+                raise EvidenceError("the audit channel holds no checkpoint and no echo")
+            checkpoints += found
+            references += refs
+    except (AuditError, EvidenceError) as exc:
+        print(f"opsroom: {exc}", file=sys.stderr)
+        return EXIT_NO_LOG
     store = _open_store()
     if store is None:
         return EXIT_NO_LOG
     try:
-        result = store.verify()
+        result = store.verify(checkpoints, references, keys)
     finally:
         store.close()
+    print(_summary(result))
+    evidence = len(checkpoints) + len(references)
+    if evidence or keys is not None:
+        print(
+            f"checked against {len(checkpoints)} checkpoints, {len(references)} echoes"
+            + (f", {result.signed} signatures" if keys is not None else "")
+        )
+    else:
+        print(OFFLINE_COVERAGE.format(mark=Path(FILENAME).stem + HIGH_WATER_SUFFIX))
+    return 0 if result.ok else EXIT_BROKEN
+
+
+def _summary(result: VerifyResult) -> str:
     if result.ok:
-        print(f"audit log OK: {result.records} records")
-        return 0
-    print(f"audit log BROKEN at {result.first_bad}: {result.reason}")
-    return EXIT_BROKEN
+        return f"audit log OK: {result.records} records"
+    return f"audit log BROKEN at {result.first_bad}: {result.reason}"

@@ -81,6 +81,9 @@ POSITIVE = [
     ("xoxp-1234567890-abcdef", MASK),
     ("mattermost token 8xk3j9q7wpbf3n1u6ds5ycm4ra", f"mattermost token {MASK}"),
     ("OPSROOM_MATTERMOST_TOKEN=8xk3j9q7wpbf3n1u6ds5ycm4ra", f"OPSROOM_MATTERMOST_TOKEN={MASK}"),
+    # a path's last component is a file name, not a label; a real label after it still counts
+    ("/etc/passwd: password=hunter2 x", f"/etc/passwd: password={MASK} x"),
+    ("a config.password=hunter2", f"a config.password={MASK}"),
 ]
 
 

@@ -10,7 +10,9 @@ and threads from /proc, and prints a row.
 
 Verdict, over the samples split into quarters (the first quarter is warm-up): **flat** when
 the last quarter's highest RSS is within +5 % and +8 MiB of the second quarter's highest,
-and its highest descriptor count within ±2 of the second quarter's.
+and its highest descriptor count within ±2 of the second quarter's. The bot remembers its
+last 1000 finished jobs (``!job <id>``), so memory rises until that many have run: keep at
+least 1000 jobs in the first quarter.
 
 ``--trace-memory`` runs the bot with bench/memory_probe on its path: tracemalloc from the
 end of the warm-up (slower), then a report of which source lines allocated the memory that

@@ -1,8 +1,10 @@
-"""Shared pieces of the benchmarks: latency tables and a real bot on the fake server."""
+"""Shared pieces of the benchmarks: latency tables, a real bot on the fake server, the
+policy that lets it run the test jobs, and the bot process's memory and descriptors."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import statistics
 import sys
@@ -13,10 +15,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.e2e.harness import BotProcess, Seed, seed
 from tests.fake_mattermost import FakeMattermost
+
+JOB_DONE_MARKERS = ("succeeded", "failed", "cancelled", "timed out")
 
 HEADER = f"{'scenario':<44} {'n':>6} {'per sec':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
 
@@ -66,6 +72,35 @@ def run_senders(
     return Result(name, latencies, time.perf_counter() - started)
 
 
+def write_hold_policy(path: Path) -> Path:
+    """A policy that lets @alice run the end-to-end tests' ``hold`` action anywhere."""
+    path.write_text(
+        yaml.safe_dump({"roles": {"ops": {"members": ["@alice"], "grants": [{"action": "hold"}]}}})
+    )
+    return path
+
+
+@dataclass
+class Usage:
+    """What a process holds: resident memory (MiB), open file descriptors, threads."""
+
+    rss_mib: float
+    fds: int
+    threads: int
+
+
+def process_usage(pid: int) -> Usage:
+    """Read /proc/<pid>/status (VmRSS, Threads) and count /proc/<pid>/fd."""
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return Usage(
+        rss_mib=int(status["VmRSS"].split()[0]) / 1024,
+        fds=len(os.listdir(f"/proc/{pid}/fd")),
+        threads=int(status["Threads"]),
+    )
+
+
 @dataclass
 class LiveBot:
     """A real bot process connected to a fake Mattermost, with reply timing."""
@@ -75,6 +110,7 @@ class LiveBot:
     bot: BotProcess
     _arrivals: dict[str, float]
     _waiters: dict[str, threading.Event]
+    _prefixed: dict[str, tuple[threading.Event, list[dict]]]
     _lock: threading.Lock
 
     def command(self, text: str, reply: str, sender: int = 0, timeout: float = 30) -> float:
@@ -88,20 +124,51 @@ class LiveBot:
         self.mm.post_as(users[sender % 3], channels[sender % 3], text)
         if not event.wait(timeout):
             raise RuntimeError(f"no reply {reply!r} to {text!r}")
-        return self._arrivals[reply] - started
+        with self._lock:
+            del self._waiters[reply]
+            return self._arrivals.pop(reply) - started
+
+    def job(self, text: str, ack_prefix: str, timeout: float = 60) -> tuple[float, str]:
+        """Send ``text`` as @alice, wait for the bot's acknowledgement (a post starting
+        with ``ack_prefix``) to be edited into the job's final line; (latency, that line).
+        The prefix must be unique among the commands in flight."""
+        event: threading.Event = threading.Event()
+        found: list[dict] = []
+        with self._lock:
+            self._prefixed[ack_prefix] = (event, found)
+        started = time.perf_counter()
+        self.mm.post_as(self.world.alice, self.world.ops, text)
+        if not event.wait(timeout):
+            raise RuntimeError(f"no acknowledgement {ack_prefix!r} of {text!r}")
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self.mm.get_post(found[0]["id"])["message"]
+            if any(marker in message for marker in JOB_DONE_MARKERS):
+                return time.perf_counter() - started, message
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"job {text!r} did not finish: {message!r}")
+            time.sleep(0.01)
 
 
 @contextlib.contextmanager
 def live_bot(**env: str) -> Iterator[LiveBot]:
     arrivals: dict[str, float] = {}
     waiters: dict[str, threading.Event] = {}
+    prefixed: dict[str, tuple[threading.Event, list[dict]]] = {}
     lock = threading.Lock()
 
     def received(post: dict) -> None:
         now = time.perf_counter()
+        message = post["message"]
         with lock:
-            arrivals[post["message"]] = now
-            event = waiters.get(post["message"])
+            event = waiters.get(message)
+            if event is not None:
+                arrivals[message] = now
+            else:
+                prefix = next((p for p in prefixed if message.startswith(p)), None)
+                if prefix is not None:
+                    event, found = prefixed.pop(prefix)
+                    found.append(post)
         if event:
             event.set()
 
@@ -112,7 +179,7 @@ def live_bot(**env: str) -> Iterator[LiveBot]:
         bot = BotProcess(mm.url, world.token, Path(tmp), **env)
         bot.start()
         try:
-            yield LiveBot(mm, world, bot, arrivals, waiters, lock)
+            yield LiveBot(mm, world, bot, arrivals, waiters, prefixed, lock)
         finally:
             bot.stop()
             mm.stop()

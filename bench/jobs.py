@@ -16,8 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-from common import HEADER, Result, live_bot, run_senders
+from common import HEADER, Result, live_bot, run_senders, write_hold_policy
 
 from bot.runtime.audit import AuditEvent, AuditStore
 
@@ -73,12 +72,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=2000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        policy = Path(tmp) / "policy.yaml"
-        policy.write_text(
-            yaml.safe_dump(
-                {"roles": {"ops": {"members": ["@alice"], "grants": [{"action": "hold"}]}}}
-            )
-        )
+        policy = write_hold_policy(Path(tmp) / "policy.yaml")
         results = bench_quick_commands(args.jobs, args.commands, policy)
     results.append(bench_audit(args.records))
     print(HEADER)

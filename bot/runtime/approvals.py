@@ -6,7 +6,9 @@ action). Either way the request records a digest of the action and its validated
 what finally runs is checked against that digest, so an approval can never be stretched to
 a different command. Requests expire (policy ``approvals.expire_after``, 15 minutes by
 default). The book is in memory: a restart forgets pending requests, which then simply
-have to be asked again (the audit log keeps their history).
+have to be asked again (the audit log keeps their history). Decided and expired requests
+are kept a while (the last hour, a thousand at most) so that a late ``!approve`` is told
+who decided; then they are forgotten.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -25,6 +28,8 @@ from bot.runtime.policy import Principal
 __all__ = ["ApprovalBook", "ApprovalError", "Kind", "Request", "State"]
 
 ID_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I: ids are typed by people
+KEEP_DECIDED_SECONDS = 3600.0  # how long a decided or expired request is remembered
+KEEP_DECIDED_MAX = 1000  # and how many of them at most
 
 
 class Kind(StrEnum):
@@ -52,6 +57,7 @@ class Request:
     context: dict[str, Any] = field(default_factory=dict)  # channel, post, correlation id
     state: State = State.PENDING
     decided_by: Principal | None = None
+    decided: float | None = None  # when it was granted, rejected or marked expired
     post_id: str = ""  # the bot's request message, for decisions by reaction
 
     def remaining(self, now: float | None = None) -> float:
@@ -59,12 +65,27 @@ class Request:
 
 
 class ApprovalBook:
-    """Pending confirmation and approval requests. Thread-safe."""
+    """Pending confirmation and approval requests, and the recently decided ones.
+    Thread-safe.
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    A request stays while pending (until :meth:`expire` marks it), then ``keep_decided``
+    seconds after its decision, among the ``keep_max`` most recent decisions; after that
+    :meth:`get` returns None and deciding it again says it is unknown.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        *,
+        keep_decided: float = KEEP_DECIDED_SECONDS,
+        keep_max: int = KEEP_DECIDED_MAX,
+    ) -> None:
         self._lock = threading.Lock()
         self._requests: dict[str, Request] = {}
+        self._decided: deque[Request] = deque()  # decided or expired, in decision order
         self._clock = clock
+        self._keep_decided = keep_decided
+        self._keep_max = keep_max
 
     def _new_id(self) -> str:
         while True:
@@ -84,6 +105,7 @@ class ApprovalBook:
     ) -> Request:
         now = self._clock()
         with self._lock:
+            self._forget_old(now)
             request = Request(
                 id=self._new_id(),
                 kind=kind,
@@ -99,7 +121,8 @@ class ApprovalBook:
         return request
 
     def get(self, request_id: str) -> Request | None:
-        return self._requests.get(request_id.strip().upper())
+        with self._lock:
+            return self._requests.get(request_id.strip().upper())
 
     def by_post(self, post_id: str) -> Request | None:
         """The request whose chat message is ``post_id`` (decisions by reaction)."""
@@ -127,8 +150,11 @@ class ApprovalBook:
             request = self._requests.get(request_id.strip().upper())
             if request is None:
                 raise ApprovalError(f"no request {request_id}")
+            if request.state is State.EXPIRED:
+                raise ApprovalError(f"request {request.id} expired; ask again")
             if request.state is not State.PENDING:
-                raise ApprovalError(f"request {request.id} is already {request.state}")
+                by = f" by @{request.decided_by.username}" if request.decided_by else ""
+                raise ApprovalError(f"request {request.id} was already {request.state}{by}")
             if self._clock() >= request.expires:
                 # left pending: expire() marks it, so that it is recorded exactly once
                 raise ApprovalError(f"request {request.id} expired; ask again")
@@ -144,6 +170,9 @@ class ApprovalBook:
                     raise ApprovalError(f"you may not approve {request.action}")
             request.state = State.GRANTED if grant else State.REJECTED
             request.decided_by = who
+            now = self._clock()
+            self._mark_decided(request, now)
+            self._forget_old(now)
             return request
 
     def expire(self) -> list[Request]:
@@ -155,7 +184,24 @@ class ApprovalBook:
                 if request.state is State.PENDING and now >= request.expires:
                     request.state = State.EXPIRED
                     expired.append(request)
+            for request in expired:
+                self._mark_decided(request, now)
+            self._forget_old(now)
         return expired
+
+    # The two below run with self._lock held.
+
+    def _mark_decided(self, request: Request, now: float) -> None:
+        request.decided = now
+        self._decided.append(request)
+
+    def _forget_old(self, now: float) -> None:
+        """Drop decided requests older than ``keep_decided`` or beyond ``keep_max``."""
+        decided = self._decided
+        while decided and (
+            len(decided) > self._keep_max or now - (decided[0].decided or 0) >= self._keep_decided
+        ):
+            del self._requests[decided.popleft().id]
 
     @staticmethod
     def check_binding(request: Request, digest: str) -> None:

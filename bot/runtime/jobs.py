@@ -14,6 +14,17 @@ thread waiting on it), and makes :meth:`JobContext.check` and :meth:`JobContext.
 the function returns or raises, so the next job on that target never overlaps with a
 remote command that is still running.
 
+Callbacks never run on the timer thread that watches every job's timeout: ``on_done`` runs
+on the job's worker thread when its function returned, and otherwise (cancelled, timed out,
+shut down, even while the function is still stuck) on one of the executor's completion
+threads, as do cancel callbacks and progress held back by the interval. A slow callback
+(an audit write, a chat message waiting for its acknowledgement) therefore delays neither
+other jobs' timeouts nor the person who cancelled.
+
+Finished jobs stay listed (:meth:`JobExecutor.jobs`, :meth:`JobExecutor.get`) until
+``history`` newer ones have finished; a finished job no longer holds its function or its
+callbacks, and ``on_forget(job)`` tells the submitter when it has left the history.
+
 Example::
 
     executor = JobExecutor()
@@ -41,6 +52,7 @@ from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import partial
 from typing import Any, Literal
 
 from bot.errors import ActionFailed, JobCancelled, OpsroomError, TargetBusy
@@ -61,6 +73,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_WORKERS = 16
 DEFAULT_PROGRESS_INTERVAL = 1.0
 DEFAULT_HISTORY = 1000
+COMPLETION_GRACE = 10.0  # shutdown waits at least this long for cancelled jobs' on_done
 
 
 class JobStatus(StrEnum):
@@ -93,6 +106,7 @@ class Job:
         timeout: float | None,
         on_progress: Callable[[Job, str], Any] | None,
         on_done: Callable[[Job], Any] | None,
+        on_forget: Callable[[Job], Any] | None,
     ) -> None:
         self.id = job_id
         self.name = name
@@ -107,9 +121,13 @@ class Job:
         self.progress = ""
         self.cancelled_by = ""
         self._executor = executor
-        self._fn = fn
+        # The function and callbacks are dropped once used, so that a finished job kept in
+        # history does not keep alive what they refer to.
+        self._fn: Callable[[JobContext], Any] | None = fn
         self._on_done = on_done
+        self._on_forget = on_forget
         self._deadline: float | None = None  # time.monotonic() once running with a timeout
+        self._timer: _Timer | None = None  # the timeout, withdrawn when the job finishes
         self._finished = threading.Event()  # set after on_done has returned
         self._cancelled = threading.Event()
         self._cancel_callbacks: list[Callable[[], Any]] = []
@@ -123,7 +141,10 @@ class Job:
         return self._executor._queue_position(self)
 
     def cancel(self, by: str = "") -> bool:
-        """Cancel the job; False if it had already finished. ``by`` names who cancelled."""
+        """Cancel the job; False if it had already finished. ``by`` names who cancelled.
+
+        The status is final when this returns; cancel callbacks and ``on_done`` run on a
+        completion thread (:meth:`wait` for them)."""
         return self._executor._cancel(self, JobStatus.CANCELLED, by)
 
     def wait(self, timeout: float | None = None) -> JobStatus:
@@ -179,8 +200,9 @@ class JobContext:
                 return
 
     def on_cancel(self, callback: Callable[[], Any]) -> None:
-        """Run ``callback`` once if the job is cancelled or times out (at once if it
-        already was). It runs in the cancelling thread; its exceptions are logged."""
+        """Run ``callback`` once if the job is cancelled or times out (at once, in this
+        thread, if it already was). It runs on a completion thread, before ``on_done``;
+        its exceptions are logged."""
         with self.job._executor._lock:
             if not self.job._cancelled.is_set():
                 self.job._cancel_callbacks.append(callback)
@@ -190,12 +212,11 @@ class JobContext:
     def progress(self, text: str) -> None:
         """Report progress. ``job.progress`` changes at once; ``on_progress`` is called at
         most once per interval, always with the latest text: text held back is delivered
-        when the interval is over, and before ``on_done`` at the latest."""
+        (on a completion thread) when the interval is over, and before ``on_done`` at the
+        latest."""
         self.job.progress = text
-        if self._on_progress is None:
-            return
         with self._lock:
-            if self._closed:
+            if self._closed or self._on_progress is None:
                 return
             self._pending = text
         self._deliver()
@@ -208,20 +229,21 @@ class JobContext:
 
     def _deliver(self, force: bool = False) -> None:
         """Call ``on_progress`` with the pending text if the interval allows (or
-        ``force``), else make sure a timer delivers it when the interval is over."""
+        ``force``), else make sure it is delivered when the interval is over."""
         with self._deliver_lock:
             with self._lock:
-                if self._closed or self._pending is None or self._on_progress is None:
+                on_progress = self._on_progress
+                if self._closed or self._pending is None or on_progress is None:
                     return
                 wait = self._next_delivery - time.monotonic()
                 if wait > 0 and not force:
                     if not self._flush_scheduled:
                         self._flush_scheduled = True
-                        self.job._executor._timers.schedule(wait, self._scheduled_flush)
+                        self.job._executor._later(wait, self._scheduled_flush)
                     return
                 text, self._pending = self._pending, None
                 self._next_delivery = time.monotonic() + self._interval
-            _safely(f"progress callback of job {self.job.id}", self._on_progress, self.job, text)
+            _safely(f"progress callback of job {self.job.id}", on_progress, self.job, text)
 
     def _scheduled_flush(self) -> None:
         with self._lock:
@@ -233,6 +255,7 @@ class JobContext:
         self._deliver(force=True)
         with self._lock:
             self._closed = True
+            self._on_progress = None
 
 
 def _safely(what: str, fn: Callable[..., Any], *args: Any) -> None:
@@ -243,46 +266,130 @@ def _safely(what: str, fn: Callable[..., Any], *args: Any) -> None:
         log.exception("error in %s", what)
 
 
-class _Timers:
-    """One thread running callbacks at given times (timeouts, progress flushes).
+class _Timer:
+    """One scheduled callback; :meth:`_Timers.cancel` drops the callback (and what it
+    refers to) at once, the entry itself when the heap is next compacted or reached."""
 
-    A timer is not cancelled when it becomes moot: its callback checks the job's state.
-    """
+    __slots__ = ("callback", "due", "seq")
+
+    def __init__(self, due: float, seq: int, callback: Callable[[], Any]) -> None:
+        self.due = due
+        self.seq = seq
+        self.callback: Callable[[], Any] | None = callback
+
+    def __lt__(self, other: _Timer) -> bool:
+        return (self.due, self.seq) < (other.due, other.seq)
+
+
+class _Timers:
+    """One thread running callbacks at given times (timeouts, progress flushes). The
+    callbacks must be quick: the executor's only hand the work to another thread."""
+
+    COMPACT_AT = 64  # withdrawn entries tolerated in the heap before it is rebuilt
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, Callable[[], Any]]] = []
+        self._heap: list[_Timer] = []
+        self._withdrawn = 0
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
         self._stopped = False
 
-    def schedule(self, delay: float, callback: Callable[[], Any]) -> None:
+    def schedule(self, delay: float, callback: Callable[[], Any]) -> _Timer:
+        timer = _Timer(time.monotonic() + delay, next(self._seq), callback)
         with self._cond:
             if self._stopped:
-                return
-            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), callback))
+                timer.callback = None
+                return timer
+            heapq.heappush(self._heap, timer)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="opsroom-job-timers", daemon=True
                 )
                 self._thread.start()
             self._cond.notify()
+        return timer
+
+    def cancel(self, timer: _Timer) -> None:
+        with self._cond:
+            if timer.callback is None:
+                return
+            timer.callback = None
+            self._withdrawn += 1
+            if self._withdrawn > max(self.COMPACT_AT, len(self._heap) // 2):
+                self._heap = [t for t in self._heap if t.callback is not None]
+                heapq.heapify(self._heap)
+                self._withdrawn = 0
 
     def stop(self) -> None:
         with self._cond:
             self._stopped = True
             self._heap.clear()
+            self._withdrawn = 0
             self._cond.notify()
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
-                    self._cond.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                while not self._stopped and not self._due():
+                    self._cond.wait(self._heap[0].due - time.monotonic() if self._heap else None)
                 if self._stopped:
                     return
-                _, _, callback = heapq.heappop(self._heap)
+                timer = heapq.heappop(self._heap)
+                callback, timer.callback = timer.callback, None
+                if callback is None:
+                    self._withdrawn -= 1
+                    continue
             _safely("a job timer", callback)
+            del callback  # not kept alive while waiting for the next timer
+
+    def _due(self) -> bool:
+        return bool(self._heap) and self._heap[0].due <= time.monotonic()
+
+
+class _CompletionPool:
+    """Daemon threads, started as needed up to a bound, running the callbacks that must not
+    run on the timer thread or in the thread that cancelled: cancel callbacks, ``on_done``
+    of jobs that did not finish by themselves, progress held back by the interval."""
+
+    def __init__(self, bound: int) -> None:
+        self._bound = bound
+        self._cond = threading.Condition()
+        self._tasks: deque[Callable[[], Any]] = deque()
+        self._threads = 0
+        self._idle = 0
+        self._stopped = False
+
+    def run(self, task: Callable[[], Any]) -> None:
+        with self._cond:
+            self._tasks.append(task)
+            if len(self._tasks) > self._idle and self._threads < self._bound:
+                self._threads += 1
+                threading.Thread(
+                    target=self._loop, name=f"opsroom-job-completion-{self._threads}", daemon=True
+                ).start()
+            else:
+                self._cond.notify()
+
+    def stop(self) -> None:
+        """Let the threads exit once the tasks already given are done."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._tasks and not self._stopped:
+                    self._idle += 1
+                    self._cond.wait()
+                    self._idle -= 1
+                if not self._tasks:
+                    self._threads -= 1
+                    return
+                task = self._tasks.popleft()
+            _safely("a job completion", task)
+            del task  # not kept alive while idle
 
 
 class JobExecutor:
@@ -290,7 +397,9 @@ class JobExecutor:
 
     ``max_workers`` (default 16) bounds how many jobs run at once; more wait, QUEUED, in
     submission order. Sixteen suits jobs that mostly wait on remote hosts, Kubernetes and
-    Jenkins; the threads are started as needed and never exceed the bound.
+    Jenkins; the threads are started as needed and never exceed the bound. As many
+    completion threads, also started as needed, run the callbacks of jobs that did not
+    finish by themselves (see the module's documentation).
     ``progress_interval`` is the least time between two ``on_progress`` calls of one job.
     ``history`` finished jobs are kept for :meth:`jobs` and :meth:`get`.
     """
@@ -304,6 +413,8 @@ class JobExecutor:
     ) -> None:
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
+        if history < 0:
+            raise ValueError("history cannot be negative")
         self.max_workers = max_workers
         self.progress_interval = progress_interval
         self._history = history
@@ -311,7 +422,8 @@ class JobExecutor:
         self._work = threading.Condition(self._lock)  # workers wait for _ready
         self._changed = threading.Condition(self._lock)  # shutdown waits for jobs to end
         self._jobs: dict[str, Job] = {}  # every job not yet dropped from history
-        self._finished_ids: deque[str] = deque()
+        self._finished_ids: deque[str] = deque()  # the history, oldest first
+        self._completing = 0  # jobs settled whose on_done has not returned yet
         self._ready: deque[Job] = deque()  # may run: target held (or none), waiting a worker
         self._holders: dict[str, Job] = {}  # target -> the job holding its lock
         self._waiting: dict[str, deque[Job]] = {}  # target -> jobs waiting for its lock
@@ -319,6 +431,7 @@ class JobExecutor:
         self._idle = 0
         self._closed = False
         self._timers = _Timers()
+        self._completions = _CompletionPool(max_workers)
         # Ids are a permutation of a counter (an odd multiplier is a bijection modulo
         # 16**5), so they are unique for a million jobs yet do not look sequential; the
         # random offset keeps them apart from a previous run's in the audit log.
@@ -334,22 +447,31 @@ class JobExecutor:
         lock_policy: Literal["queue", "refuse"] = "queue",
         on_progress: Callable[[Job, str], Any] | None = None,
         on_done: Callable[[Job], Any] | None = None,
+        on_forget: Callable[[Job], Any] | None = None,
     ) -> Job:
         """Queue ``fn(ctx)`` to run as a job and return the job at once.
 
         ``timeout`` counts from the start of the run, not from submission. With a
         ``target`` the job waits until no other job holds that target, or, with
-        ``lock_policy="refuse"``, :class:`TargetBusy` is raised. ``on_progress(job, text)``
-        and ``on_done(job)`` must be quick (hand work to a queue): they run in the job's,
-        the canceller's or the timer thread. ``on_done`` runs exactly once, after the
-        final status is set.
+        ``lock_policy="refuse"``, :class:`TargetBusy` is raised.
+
+        ``on_progress(job, text)`` runs in the job's thread or on a completion thread.
+        ``on_done(job)`` runs exactly once, after the final status is set: on the job's
+        worker thread when its function returned, else on a completion thread; either
+        may be slow (write to disk, wait for chat) without delaying other jobs' timeouts.
+        ``on_forget(job)`` runs once the finished job has left the history (after its
+        ``on_done``, when ``history`` newer jobs have finished; ``get`` then returns None):
+        drop what you keep per job there. It runs in the thread finishing the newer job
+        and must be quick.
         """
         with self._lock:
             if self._closed:
                 raise ExecutorClosed("the job executor is shut down")
             if target is not None and lock_policy == "refuse" and target in self._holders:
                 raise TargetBusy(target, self._holders[target].id)
-            job = Job(self, self._new_id(), fn, name, target, timeout, on_progress, on_done)
+            job = Job(
+                self, self._new_id(), fn, name, target, timeout, on_progress, on_done, on_forget
+            )
             self._jobs[job.id] = job
             if target is None:
                 self._make_ready(job)
@@ -362,7 +484,8 @@ class JobExecutor:
         return job
 
     def get(self, job_id: str) -> Job | None:
-        """The job with this id; ``7f3a2``, ``j-7f3a2`` and ``J-7F3A2`` all name it."""
+        """The job with this id, or None once it has left the history; ``7f3a2``,
+        ``j-7f3a2`` and ``J-7F3A2`` all name it."""
         key = job_id.strip().upper()
         if not key.startswith("J-"):
             key = "J-" + key
@@ -378,7 +501,10 @@ class JobExecutor:
 
     def shutdown(self, wait: float = 15.0) -> list[Job]:
         """Stop: refuse new jobs, cancel queued ones, give running ones ``wait`` seconds to
-        finish, then cancel them. Returns the jobs that were still running then.
+        finish, then cancel them. Returns the jobs that were still running then, once the
+        ``on_done`` callbacks of the jobs it cancelled have run (the audit records of what
+        it cancelled are then written), or after ``wait`` more seconds
+        (:data:`COMPLETION_GRACE` at least) if one is stuck.
 
         Worker threads are daemons: one whose function ignores cancellation does not keep
         the process alive.
@@ -395,9 +521,13 @@ class JobExecutor:
             still_running = self._running()
         for job in still_running:
             self._cancel(job, JobStatus.CANCELLED, "shutdown")
+        deadline = time.monotonic() + max(wait, COMPLETION_GRACE)
         with self._lock:
+            while (left := deadline - time.monotonic()) > 0 and self._completing:
+                self._changed.wait(left)
             self._work.notify_all()  # idle workers see _closed and exit
         self._timers.stop()
+        self._completions.stop()
         return still_running
 
     # Everything below runs with self._lock held unless it says otherwise.
@@ -463,13 +593,19 @@ class JobExecutor:
         job.result = result
         job.error = error
         job.cancelled_by = by
-        self._finished_ids.append(job.id)
-        while len(self._finished_ids) > self._history:
-            self._jobs.pop(self._finished_ids.popleft(), None)
+        job._fn = None  # a running job's worker holds its own reference
+        if job._timer is not None:
+            self._timers.cancel(job._timer)
+            job._timer = None
+        self._completing += 1
         self._changed.notify_all()
         return True
 
     # The methods below take the lock themselves and call back outside it.
+
+    def _later(self, delay: float, task: Callable[[], Any]) -> None:
+        """Run ``task`` on a completion thread in ``delay`` seconds."""
+        self._timers.schedule(delay, partial(self._completions.run, task))
 
     def _cancel(self, job: Job, status: JobStatus, by: str) -> bool:
         if status is JobStatus.TIMED_OUT:
@@ -482,19 +618,33 @@ class JobExecutor:
             job._cancelled.set()
             callbacks, job._cancel_callbacks = job._cancel_callbacks, []
         log.info("job %s %s", job.id, error)
-        for callback in callbacks:
-            _safely(f"cancel callback of job {job.id}", callback)
-        self._after_settle(job)
+        self._completions.run(partial(self._complete, job, callbacks))
         return True
 
     def _expire(self, job: Job) -> None:
         if not job.status.finished:
             self._cancel(job, JobStatus.TIMED_OUT, "")
 
-    def _after_settle(self, job: Job) -> None:
+    def _complete(self, job: Job, cancel_callbacks: list[Callable[[], Any]]) -> None:
+        """After the final status: cancel callbacks, pending progress, ``on_done``; then
+        the job joins the history, pushing the oldest out."""
+        for callback in cancel_callbacks:
+            _safely(f"cancel callback of job {job.id}", callback)
         job.context._close()
-        if job._on_done is not None:
-            _safely(f"on_done of job {job.id}", job._on_done, job)
+        on_done, job._on_done = job._on_done, None
+        if on_done is not None:
+            _safely(f"on_done of job {job.id}", on_done, job)
+        forgotten = []
+        with self._lock:
+            self._completing -= 1
+            self._finished_ids.append(job.id)
+            while len(self._finished_ids) > self._history:
+                forgotten.append(self._jobs.pop(self._finished_ids.popleft()))
+            self._changed.notify_all()
+        for old in forgotten:
+            on_forget, old._on_forget = old._on_forget, None
+            if on_forget is not None:
+                _safely(f"on_forget of job {old.id}", on_forget, old)
         job._finished.set()
 
     def _worker(self) -> None:
@@ -507,20 +657,23 @@ class JobExecutor:
                 if not self._ready:
                     return
                 job = self._ready.popleft()
+                fn, job._fn = job._fn, None
                 job.status = JobStatus.RUNNING
                 job.started_at = datetime.now(UTC)
                 if job.timeout is not None:
                     job._deadline = time.monotonic() + job.timeout
-                    self._timers.schedule(job.timeout, lambda job=job: self._expire(job))
-            self._run(job)
+                    job._timer = self._timers.schedule(job.timeout, partial(self._expire, job))
+            assert fn is not None  # a job is made ready once, and settled only after this
+            self._run(job, fn)
+            del job, fn  # not kept alive while idle
 
-    def _run(self, job: Job) -> None:
+    def _run(self, job: Job, fn: Callable[[JobContext], Any]) -> None:
         """Run one job's function in this worker thread, then free its target."""
         log.debug("job %s %r started", job.id, job.name)
         outcome: tuple[JobStatus, Any, str]
         try:
             job.context.check()  # cancelled between leaving the queue and this line
-            result = job._fn(job.context)
+            result = fn(job.context)
         except JobCancelled:
             outcome = (JobStatus.CANCELLED, None, "cancelled")  # raised by the job itself
         except ActionFailed as exc:  # an expected failure, reported as the action says
@@ -537,4 +690,4 @@ class JobExecutor:
             self._release_target(job)
         if settled:
             log.info("job %s %s", job.id, job.status)
-            self._after_settle(job)
+            self._complete(job, [])

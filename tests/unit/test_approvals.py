@@ -77,7 +77,7 @@ def test_requests_expire(book, clock):
 def test_decisions_are_final_and_unknown_ids_named(book):
     request = open_approval(book)
     book.decide(request.id, DAVE, False, approvers)
-    with pytest.raises(ApprovalError, match="already rejected"):
+    with pytest.raises(ApprovalError, match=f"request {request.id} was already rejected by @dave"):
         book.decide(request.id, DAVE, True, approvers)
     with pytest.raises(ApprovalError, match="no request R-NOPE"):
         book.decide("R-NOPE", DAVE, True, approvers)
@@ -88,3 +88,46 @@ def test_lookup_by_request_post(book):
     request.post_id = "p" * 26
     assert book.by_post("p" * 26) is request
     assert book.by_post("q" * 26) is None
+
+
+def test_a_late_decision_is_told_who_decided_within_the_hour(book, clock):
+    granted = open_approval(book)
+    book.decide(granted.id, DAVE, True, approvers)
+    clock.now += 3599
+    book.open(Kind.CONFIRMATION, "deploy", {}, "d", ALICE, 60)  # the book is in use
+    with pytest.raises(ApprovalError, match=f"{granted.id} was already granted by @dave"):
+        book.decide(granted.id, BOB, True, approvers)
+    assert book.get(granted.id) is granted
+
+
+def test_decided_and_expired_requests_are_forgotten_after_an_hour(book, clock):
+    granted, expiring = open_approval(book), open_approval(book, ttl=60)
+    granted.post_id = "p" * 26
+    book.decide(granted.id, DAVE, True, approvers)
+    clock.now += 61
+    assert book.expire() == [expiring]
+    with pytest.raises(ApprovalError, match=f"request {expiring.id} expired; ask again"):
+        book.decide(expiring.id, DAVE, True, approvers)
+    clock.now += 3600
+    book.expire()  # the periodic sweep
+    assert book.get(granted.id) is None and book.get(expiring.id) is None
+    assert book.by_post("p" * 26) is None
+    with pytest.raises(ApprovalError, match=f"no request {granted.id}"):
+        book.decide(granted.id, DAVE, True, approvers)
+
+
+def test_pending_requests_are_kept_however_old_until_they_expire(book, clock):
+    long_lived = open_approval(book, ttl=4 * 3600)
+    clock.now += 3 * 3600
+    book.open(Kind.CONFIRMATION, "deploy", {}, "d", ALICE, 60)
+    assert book.expire() == []
+    assert book.get(long_lived.id) is long_lived
+    assert book.decide(long_lived.id, DAVE, True, approvers).state is State.GRANTED
+
+
+def test_only_the_most_recent_decisions_are_kept(clock):
+    book = ApprovalBook(clock, keep_max=3)
+    requests = [open_approval(book) for _ in range(5)]
+    for request in requests:
+        book.decide(request.id, DAVE, False, approvers)
+    assert [book.get(r.id) for r in requests] == [None, None, *requests[2:]]

@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     opsroom_audit_key_file: Path | None = Field(
         None, description="key that signs every audit record and checkpoint (HMAC-SHA256)"
     )
+    opsroom_audit_checkpoint_records: int = Field(
+        1000, ge=1, description="post an audit checkpoint after this many new records"
+    )
+    opsroom_audit_checkpoint_interval: Duration = Field(
+        timedelta(hours=1), description="... and at least this often when there are new ones"
+    )
     opsroom_job_workers: int = Field(16, ge=1, le=256)
 
     @field_validator("opsroom_log_level", mode="before")

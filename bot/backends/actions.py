@@ -20,6 +20,7 @@ from bot.redaction import Redactor
 from bot.runtime.actions import ACTION_ATTRIBUTE, ActionSpec, declare
 from bot.runtime.audit import FILENAME as AUDIT_FILENAME
 from bot.runtime.audit import AuditStore
+from bot.runtime.audit_evidence import AuditKey
 from bot.runtime.callers import Person
 from bot.runtime.jobs import JobExecutor
 from bot.runtime.policy import Policy, Principal, Risk
@@ -87,7 +88,12 @@ def build_runtime(bot: Any) -> Runtime:
         policy = Policy.none()  # reads are open, every change is denied
     for name in policy.unresolved:
         log.error("%s: unknown user %s", policy.source, name)
-    audit = AuditStore(Path(settings.opsroom_data_dir) / AUDIT_FILENAME, redact=redactor.scrub_obj)
+    key_file = settings.opsroom_audit_key_file
+    audit = AuditStore(
+        Path(settings.opsroom_data_dir) / AUDIT_FILENAME,
+        redact=redactor.scrub_obj,
+        key=AuditKey.load(key_file) if key_file else None,
+    )
     channel = settings.opsroom_audit_channel
     return Runtime(
         policy=policy,

@@ -77,6 +77,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FILENAME = "audit.sqlite3"
+# The records of a job: those carrying its id and every other record of the same request
+# (the request record is written before the request is authorized and given a job id).
+OF_JOB = "correlation_id IN (SELECT correlation_id FROM audit_records WHERE job_id = ?)"
 HIGH_WATER_SUFFIX = ".hwm"
 SCHEMA_VERSION = 2
 
@@ -849,7 +852,7 @@ class AuditStore:
         if job_id is None:
             records = self._query("ORDER BY seq DESC LIMIT ?", (n,))
         else:
-            records = self._query("WHERE job_id = ? ORDER BY seq DESC LIMIT ?", (job_id, n))
+            records = self._query(f"WHERE {OF_JOB} ORDER BY seq DESC LIMIT ?", (job_id, n))
         return records[::-1]
 
     def get(self, record_id: str) -> AuditRecord | None:
@@ -862,8 +865,9 @@ class AuditStore:
         return self._query("WHERE correlation_id = ? ORDER BY seq", (correlation_id,))
 
     def by_job(self, job_id: str) -> list[AuditRecord]:
-        """Every record of one job (``J-...``), in order."""
-        return self._query("WHERE job_id = ? ORDER BY seq", (job_id,))
+        """Every record of one job (``J-...``), in order: the request record before the
+        job id was given out included (it shares the correlation id)."""
+        return self._query(f"WHERE {OF_JOB} ORDER BY seq", (job_id,))
 
     def lookup(self, ref: str) -> list[AuditRecord]:
         """What ``!audit show <ref>`` shows: the record ``A-...``, else the records of the
@@ -915,7 +919,7 @@ class AuditStore:
         every record when ``when`` is None; only one job's with ``job_id``. Streams; safe to
         append while iterating."""
         db = self._snapshot()
-        job = "" if job_id is None else " AND job_id = ?"
+        job = "" if job_id is None else f" AND {OF_JOB}"
         jargs: tuple[Any, ...] = () if job_id is None else (job_id,)
         try:
             if when is None:

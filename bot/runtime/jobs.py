@@ -448,8 +448,12 @@ class JobExecutor:
         on_progress: Callable[[Job, str], Any] | None = None,
         on_done: Callable[[Job], Any] | None = None,
         on_forget: Callable[[Job], Any] | None = None,
+        job_id: str | None = None,
     ) -> Job:
         """Queue ``fn(ctx)`` to run as a job and return the job at once.
+
+        ``job_id`` is one given out before by :meth:`reserve_id` (so that records written
+        before the job exists can name it); by default a new one.
 
         ``timeout`` counts from the start of the run, not from submission. With a
         ``target`` the job waits until no other job holds that target, or, with
@@ -469,8 +473,18 @@ class JobExecutor:
                 raise ExecutorClosed("the job executor is shut down")
             if target is not None and lock_policy == "refuse" and target in self._holders:
                 raise TargetBusy(target, self._holders[target].id)
+            if job_id is not None and job_id in self._jobs:
+                raise ValueError(f"job id {job_id} is already in use")
             job = Job(
-                self, self._new_id(), fn, name, target, timeout, on_progress, on_done, on_forget
+                self,
+                job_id or self._new_id(),
+                fn,
+                name,
+                target,
+                timeout,
+                on_progress,
+                on_done,
+                on_forget,
             )
             self._jobs[job.id] = job
             if target is None:
@@ -529,6 +543,12 @@ class JobExecutor:
         self._timers.stop()
         self._completions.stop()
         return still_running
+
+    def reserve_id(self) -> str:
+        """A job id for a job to be submitted later (with ``job_id=``): ids never repeat
+        within a process, so it cannot collide with another job's."""
+        with self._lock:
+            return self._new_id()
 
     # Everything below runs with self._lock held unless it says otherwise.
 

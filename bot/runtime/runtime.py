@@ -105,6 +105,7 @@ class _Run:
     place: Place | None
     post_id: str
     correlation_id: str
+    job_id: str = ""  # given out once the request is authorized: on every later record
     posted: Posted | None = None
     job: Job | None = None
     failure: ActionFailed | None = None
@@ -191,17 +192,11 @@ class Runtime:
             channel_id=run.place.channel if run.place else "",
             post_id=run.post_id,
             parameters=self.redactor.scrub_obj(run.values),
-            outcome=self._bounded(outcome, MAX_RESULT_CHARS),
+            outcome=self.redactor.scrub_and_cut(outcome, MAX_RESULT_CHARS),
             correlation_id=run.correlation_id,
+            job_id=run.job_id,
             **extra,
         )
-
-    def _bounded(self, text: str, limit: int) -> str:
-        """Scrub first, then cut: a cut secret would no longer be recognised."""
-        text = self.redactor.scrub(text)
-        if len(text) <= limit:
-            return text
-        return f"{text[:limit]}… [{len(text) - limit} more characters]"
 
     def _say(self, run: _Run, message: Message) -> Posted | None:
         """Tell the run's conversation (and copy to the audit channel)."""
@@ -277,6 +272,7 @@ class Runtime:
             )
             self._say(run, notices.Denied(run.command(self.prefix), decision.reason, _ref(denied)))
             return
+        run.job_id = self.executor.reserve_id()
         kind = self._gate(spec, environment)
         if kind is None:
             self._start(run)
@@ -371,15 +367,14 @@ class Runtime:
         request = self.book.get(request_id)
         with self._lock:
             run = self._pending.get(request.id) if request is not None else None
+        decider = {"decider_id": who.user_id, "decider_name": who.username}
         try:
             request = self.book.decide(request_id, who, grant, self.policy.can_approve)
         except Refusal as exc:
             self.expire_pending()
             if run is None:
                 return notices.DecisionRefused(str(exc))
-            refused = self.record(
-                AuditEvent.DENIED, run, f"decision by @{who.username} refused: {exc}"
-            )
+            refused = self.record(AuditEvent.REFUSED, run, str(exc), **decider)
             return notices.DecisionRefused(str(exc), _ref(refused))
         with self._lock:
             run = self._pending.pop(request.id, None)
@@ -389,7 +384,7 @@ class Runtime:
             )
         verb = "granted" if grant else "rejected"
         event = AuditEvent.GRANTED if grant else AuditEvent.REJECTED
-        record = self.record(event, run, f"{request.kind} {verb} by @{who.username}")
+        record = self.record(event, run, f"{request.kind} {verb} by @{who.username}", **decider)
         decided = notices.Decided(request.id, grant, f"@{who.username}", _ref(record))
         self._copy_to_audit_channel(decided)
         if not grant:
@@ -448,7 +443,8 @@ class Runtime:
                 name=run.spec.name,
                 target=run.target or None,
                 timeout=run.spec.timeout,
-                lock_policy="refuse" if run.spec.lock == "refuse" else "queue",
+                lock_policy=run.spec.lock,
+                job_id=run.job_id,
                 on_progress=lambda job, text: self._update(
                     run, notices.Running(run.command(self.prefix), job.id, progress=text)
                 ),
@@ -490,7 +486,7 @@ class Runtime:
             if job.started_at and job.finished_at:
                 duration = int((job.finished_at - job.started_at).total_seconds() * 1000)
             stored = (
-                self._bounded(_summary(outcome), MAX_READ_SUMMARY_CHARS)
+                self.redactor.scrub_and_cut(_summary(outcome), MAX_READ_SUMMARY_CHARS)
                 if run.reads
                 else outcome.plain()
             )
@@ -543,6 +539,40 @@ class Runtime:
         return self.executor.jobs(active_only=True)
 
     # =============================================================== start-up =====
+    def abandon_pending(self) -> list[tuple[str, notices.Abandoned]]:
+        """Record as abandoned the requests a previous process left undecided: nobody can
+        answer them any more (the process that asked is gone). Returns what to tell each
+        request's channel."""
+        abandoned = []
+        for asked in self.audit.pending_requests():
+            request_id = asked.outcome.removeprefix("request ")
+            record = self.audit.append(
+                AuditEvent.ABANDONED,
+                action=asked.action,
+                target=asked.target,
+                actor_id=asked.actor_id,
+                actor_name=asked.actor_name,
+                trigger="startup",
+                channel_id=asked.channel_id,
+                post_id=asked.post_id,
+                parameters=asked.parameters,
+                outcome=f"{asked.outcome} was still pending when the bot stopped",
+                correlation_id=asked.correlation_id,
+                job_id=asked.job_id,
+            )
+            command = f"{self.prefix}{asked.action.replace('.', ' ')}"
+            notice = notices.Abandoned(request_id, command, _ref(record))
+            abandoned.append((asked.channel_id, notice))
+        return abandoned
+
+    def post_checkpoint(self) -> str:
+        """Post the audit log's checkpoint (count, head hash; signed with a key) to the
+        audit channel, where the bot's host cannot edit it; returns its line."""
+        line = self.audit.checkpoint().render()
+        if self.audit_place is not None:
+            self.surface.post(self.audit_place, line)
+        return line
+
     def recover(self) -> list[AuditRecord]:
         """Record as interrupted the actions a previous process left running."""
         interrupted = []
@@ -560,6 +590,7 @@ class Runtime:
                     parameters=started.parameters,
                     outcome="the bot stopped while this action was running",
                     correlation_id=started.correlation_id,
+                    job_id=started.job_id,
                 )
             )
         return interrupted
@@ -583,6 +614,6 @@ def interrupted_notice(record: AuditRecord, prefix: str) -> notices.Finished:
         status=record.event.value,
         outcome=Outcome(record.outcome),
         seconds=None,
-        job_id="",
+        job_id=record.job_id,
         audit=_ref(record),
     )

@@ -17,6 +17,7 @@ from bot.runtime import runtime as core
 from bot.runtime.actions import ACTION_ATTRIBUTE, ActionSpec
 from bot.runtime.notices import Notice
 from bot.runtime.surface import Message, Place
+from bot.settings import get_settings
 
 EXPIRY_CHECK_SECONDS = 5
 SHUTDOWN_GRACE_SECONDS = 10
@@ -37,15 +38,41 @@ class Runtime(BotPlugin):  # type: ignore[misc]
             self.log.warning("interrupted by a restart: %s %s", record.id, record.action)
             if record.channel_id:
                 self._tell(Place(record.channel_id), notice)
+        for channel_id, abandoned in runtime.abandon_pending():
+            self.log.warning("request %s abandoned by a restart", abandoned.request_id)
+            if channel_id:
+                self._tell(Place(channel_id), abandoned)
         self._seen_reactions: OrderedDict[tuple[str, str, str], float] = OrderedDict()
         self._seen_lock = threading.Lock()
+        self._checkpoint()
         self.start_poller(EXPIRY_CHECK_SECONDS, self._sweep)
 
     def deactivate(self) -> None:
         still = self.runtime.executor.shutdown(wait=SHUTDOWN_GRACE_SECONDS)
         for job in still:
             self.log.warning("job %s (%s) cancelled by shutdown", job.id, job.name)
+        self._checkpoint()
         super().deactivate()
+
+    def _checkpoint(self) -> None:
+        """Post the audit log's checkpoint to the audit channel (start, stop, periodic)."""
+        self._checkpointed_at = time.monotonic()
+        self._checkpointed_records = self.runtime.audit.checkpoint().records
+        try:
+            self.runtime.post_checkpoint()
+        except Exception:
+            self.log.exception("could not post the audit checkpoint")
+
+    def _checkpoint_due(self) -> bool:
+        settings = get_settings()
+        new = self.runtime.audit.checkpoint().records - self._checkpointed_records
+        if new <= 0:
+            return False
+        elapsed = time.monotonic() - self._checkpointed_at
+        return (
+            new >= settings.opsroom_audit_checkpoint_records
+            or elapsed >= settings.opsroom_audit_checkpoint_interval.total_seconds()
+        )
 
     @property
     def runtime(self) -> core.Runtime:
@@ -200,6 +227,8 @@ class Runtime(BotPlugin):  # type: ignore[misc]
         """Expire old requests, and read the reactions on pending request posts: a 👍 given
         while the bot was disconnected never arrives as an event."""
         self.runtime.expire_pending()
+        if self._checkpoint_due():
+            self._checkpoint()
         surface = surface_for(self._bot)
         for request in self.runtime.pending_requests():
             if not request.post_id:
@@ -281,16 +310,34 @@ class Runtime(BotPlugin):  # type: ignore[misc]
 
     @botcmd  # type: ignore[misc]
     def audit_show(self, msg: Any, args: str) -> str:
-        """Show one audit record: !audit show <id>."""
-        record_id = args.strip()
-        if not record_id:
-            return f"usage: {self.runtime.prefix}audit show <record id> (ids look like A-000123)"
-        record = self.runtime.audit.get(record_id.upper())
-        if record is None:
-            return f"⛔ no audit record {record_id}"
-        fields = record.as_dict()
-        rows = [(key, _field(value)) for key, value in fields.items()]
-        return self._text(Table(("field", "value"), rows, title=f"audit record {record.id}"))
+        """Show an audit record, or every record of a job: !audit show <A-… | J-…>."""
+        ref = args.strip()
+        prefix = self.runtime.prefix
+        if not ref:
+            return f"usage: {prefix}audit show <record id A-000123 | job id J-4F2A1>"
+        records = self.runtime.audit.lookup(ref)
+        if not records:
+            return f"⛔ no audit record or job {ref}"
+        if len(records) == 1:
+            (record,) = records
+            rows = [(key, _field(value)) for key, value in record.as_dict().items()]
+            return self._text(Table(("field", "value"), rows, title=f"audit record {record.id}"))
+        return self._text(
+            Table(
+                ("id", "time", "event", "who", "outcome"),
+                [
+                    (
+                        r.id,
+                        r.time[11:19],
+                        r.event.value,
+                        f"@{r.decider_name or r.actor_name}" if r.actor_name else r.trigger,
+                        r.outcome.splitlines()[0][:60] if r.outcome else "",
+                    )
+                    for r in records
+                ],
+                title=f"{ref.upper()}: {records[0].action} {records[0].target}".strip(),
+            )
+        )
 
     @botcmd  # type: ignore[misc]
     def audit_verify(self, msg: Any, args: str) -> str:

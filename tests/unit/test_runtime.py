@@ -259,9 +259,9 @@ def test_requests_expire(runtime):
     request_id = runtime.book.pending()[0].id
     time.sleep(1.1)
     assert "expired" in text(runtime.decide(request_id, DAVE, True))
-    assert events(runtime)[-2:] == [AuditEvent.EXPIRED, AuditEvent.DENIED]
+    assert events(runtime)[-2:] == [AuditEvent.EXPIRED, AuditEvent.REFUSED]
     refusal = runtime.audit.last(1)[0]
-    assert "decision by @dave refused" in refusal.outcome
+    assert refusal.decider_id == DAVE.user_id and "expired" in refusal.outcome
     assert any("expired; nothing was run" in m for m in chat.messages)
     assert plugin.ran == []
 

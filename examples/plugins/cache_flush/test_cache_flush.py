@@ -74,7 +74,7 @@ def test_production_needs_confirmation(testbot):
     assert events == [
         "requested",
         "confirmation_requested",
-        "denied",
+        "refused",
         "granted",
         "started",
         "succeeded",

@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bot.testing.fake_mattermost import FakeMattermost
 from tests.e2e.harness import BotProcess, Seed, seed
-from tests.fake_mattermost import FakeMattermost
 
 HEADER = f"{'scenario':<44} {'n':>6} {'per sec':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
 

@@ -185,7 +185,7 @@ class Route(NamedTuple):
 
 
 class FakeMattermost:
-    """Fake Mattermost server; see tests/fake_mattermost/README.md for the control API."""
+    """Fake Mattermost server; see bot/testing/fake_mattermost/README.md for the control API."""
 
     # (method, OpenAPI path template, handler method name, needs auth)
     ROUTES: tuple[Route, ...] = (

@@ -104,7 +104,7 @@ def _policy(settings: Settings, problems: list[str], warnings: list[str]) -> str
         return ""
     roles = sorted(policy.document.roles)
     if not roles:
-        empty = not path.read_text(encoding="utf-8").strip()
+        empty = not policy.document.model_fields_set
         warnings.append(
             f"OPSROOM_POLICY: {path} {'is empty' if empty else 'defines no roles'}: "
             "reads are open and every change is denied, as with no policy"

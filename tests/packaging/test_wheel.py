@@ -13,7 +13,6 @@ import queue
 import shutil
 import subprocess
 import sys
-import sysconfig
 import threading
 import time
 import zipfile
@@ -69,8 +68,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     inner = _run(
         venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"
     )
+    outer = [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages")]
     (Path(inner.stdout.strip()) / "outer-dependencies.pth").write_text(
-        sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8"
+        "".join(f"{p}\n" for p in outer), encoding="utf-8"
     )
     install = _run(
         sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install",

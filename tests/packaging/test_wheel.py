@@ -204,27 +204,11 @@ def test_the_example_plugin_tests_pass_against_the_installed_package(installed, 
     assert " passed" in result.stdout
 
 
-FAKE_MATTERMOST_TEST = """
-import requests
-
-
-def test_the_token_works(fake_mm):
-    bot = fake_mm.add_user("opsbot", is_bot=True)
-    token = fake_mm.create_token(bot)
-    me = requests.get(
-        f"{fake_mm.url}/api/v4/users/me", headers={"Authorization": f"Bearer {token}"}
-    ).json()
-    assert me["username"] == "opsbot"
-    assert fake_mm.contract_violations == []
-    assert fake_mm.docs is not None  # strict: checked against the packaged OpenAPI documents
-"""
-
-
 def test_plugin_authors_get_the_fake_mattermost_from_the_installed_package(installed, tmp_path):
     """The example of docs/plugin-authoring.md, "Testing against a Mattermost server"."""
     (tmp_path / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
-    (tmp_path / "conftest.py").write_text("from bot.testing import fake_mm  # noqa: F401\n")
-    (tmp_path / "test_fake.py").write_text(FAKE_MATTERMOST_TEST, encoding="utf-8")
+    for name in ("conftest.py", "test_fake_mattermost.py"):
+        shutil.copy(Path(__file__).parent / "plugin_author" / name, tmp_path / name)
     result = _run(
         installed.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", tmp_path,
         cwd=tmp_path, env=installed.env,

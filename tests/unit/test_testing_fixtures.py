@@ -201,7 +201,11 @@ def test_every_code_block_of_the_authoring_guide_is_copied_from_the_example():
     guide = (ROOT / "docs" / "plugin-authoring.md").read_text(encoding="utf-8")
     sources = [
         path.read_text(encoding="utf-8")
-        for path in [*EXAMPLE_PLUGIN.iterdir(), ROOT / "examples" / "policy.yaml"]
+        for path in [
+            *EXAMPLE_PLUGIN.iterdir(),
+            ROOT / "examples" / "policy.yaml",
+            *(ROOT / "tests" / "packaging" / "plugin_author").iterdir(),  # the fake Mattermost
+        ]
         if path.is_file() and path.suffix in (".py", ".plug", ".yaml")
     ]
     blocks = re.findall(r"^```(python|ini|yaml)\n(.*?)^```", guide, flags=re.M | re.S)

@@ -3,12 +3,13 @@
 # Opsroom container image.
 #
 #   docker build -t opsroom .
-#   docker run -e MATTERMOST_URL=... -e MATTERMOST_TOKEN_FILE=/run/secrets/token \
+#   docker run --stop-timeout 45 -e MATTERMOST_URL=... -e MATTERMOST_TOKEN_FILE=/run/secrets/token \
 #     -v /srv/opsroom/token:/run/secrets/token:ro -v opsroom-data:/data opsroom
 #
-# Two stages: the project and its dependencies are installed into a virtualenv in
-# the first one, and only that virtualenv is copied into the runtime image (no
-# sources, no pip cache, no build dependencies).
+# Two stages. The first builds Opsroom's wheel (the package is the product: it carries the
+# shipped plugins, the built-in Errbot configuration and the sample inventory) and installs
+# only that wheel, with its dependencies, into a virtualenv; the runtime image gets that
+# virtualenv and nothing else (no sources, no pip cache, no build dependencies).
 
 # ---- build -------------------------------------------------------------------------------
 FROM python:3.11-slim AS build
@@ -17,14 +18,11 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 
-RUN python -m venv /opt/venv
-
 WORKDIR /src
 COPY . .
-# A regular (non-editable) install: bot/ lands in site-packages together with the
-# backend and storage .plug files (package-data in pyproject.toml), which
-# bot/errbot_config.py finds next to its own module.
-RUN /opt/venv/bin/pip install .
+RUN python -m pip wheel --no-deps --wheel-dir /dist . \
+    && python -m venv /opt/venv \
+    && /opt/venv/bin/pip install /dist/opsroom-*.whl
 
 # ---- runtime -----------------------------------------------------------------------------
 FROM python:3.11-slim
@@ -46,15 +44,11 @@ RUN groupadd --gid 10001 opsroom \
     && chown opsroom:opsroom /data \
     && chmod 0700 /data
 
+# Code stays owned by root: the bot cannot modify it. `opsroom run` uses the configuration,
+# plugins and sample inventory inside the package: the working directory holds nothing of
+# ours (mount an opsroom.env there to configure the bot from a file).
 COPY --from=build /opt/venv /opt/venv
-
-# Code and config stay owned by root: the bot cannot modify them.  config.py resolves
-# plugins/ relative to itself, i.e. /app/plugins.
 WORKDIR /app
-COPY plugins/ /app/plugins/
-COPY config.py /app/config.py
-# The sample inventory is the default when OPSROOM_INVENTORY is unset.
-COPY examples/inventory.yaml /app/examples/inventory.yaml
 
 VOLUME ["/data"]
 USER opsroom:opsroom

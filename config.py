@@ -1,13 +1,12 @@
-"""Errbot configuration for Opsroom.
+"""Errbot configuration for Opsroom, for running Errbot directly (``errbot -c config.py``).
 
-Nothing is configured here by hand: every value comes from validated settings (environment
-variables and an optional ``opsroom.env`` file, see docs/configuration.md) through
-``bot.errbot_config``. Errbot reads the module-level names this file defines.
+``opsroom run`` does not need this file: it builds the same configuration itself. Every value
+comes from validated settings (environment variables and an optional ``opsroom.env`` file, see
+docs/configuration.md) through ``bot.errbot_config``; Errbot reads the names defined here.
+``opsroom run --config config.py`` runs with it (or with your own copy).
 """
-
-from pathlib import Path
 
 from bot.errbot_config import errbot_config
 from bot.settings import get_settings
 
-globals().update(errbot_config(get_settings(), root=Path(__file__).resolve().parent))
+globals().update(errbot_config(get_settings()))

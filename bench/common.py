@@ -19,8 +19,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bot.testing.fake_mattermost import FakeMattermost
 from tests.e2e.harness import BotProcess, Seed, seed
-from tests.fake_mattermost import FakeMattermost
 
 JOB_DONE_MARKERS = ("succeeded", "failed", "cancelled", "timed out")
 

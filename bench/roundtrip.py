@@ -1,6 +1,6 @@
 """Command round trip through the real bot: websocket event in -> REST post out.
 
-Starts the fake Mattermost server (tests/fake_mattermost) and a real ``opsroom run`` process,
+Starts the fake Mattermost server (bot/testing/fake_mattermost) and a real ``opsroom run`` process,
 then sends ``!echo`` commands and measures, for each, the time from the moment the server
 emits the ``posted`` event to the moment it receives the bot's reply over REST. The floor is
 a bare websocket echo on loopback, measured the same way.

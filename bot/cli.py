@@ -11,10 +11,10 @@ from pathlib import Path
 from types import ModuleType
 
 from bot import redaction
-from bot.inventory import Inventory, InventoryError
+from bot.errbot_config import config_module
+from bot.preflight import check_online, preflight
 from bot.runtime.audit_cli import add_audit_commands
-from bot.runtime.policy import Policy, PolicyError
-from bot.settings import Settings, SettingsError, get_settings
+from bot.settings import SettingsError, get_settings
 
 EXIT_CONFIG = 2
 log = logging.getLogger("opsroom")
@@ -44,46 +44,49 @@ def cmd_run(args: argparse.Namespace) -> int:
     from errbot.logs import console_hdlr
 
     settings = get_settings()
-    config_path = Path(args.config)
-    if not config_path.is_file():
-        print(
-            f"opsroom: {config_path} not found; run from the project directory "
-            "or pass --config PATH",
-            file=sys.stderr,
-        )
-        return EXIT_CONFIG
-    _check_files(settings)
-    config = _load_config_module(config_path.resolve())
-    settings.opsroom_data_dir.mkdir(parents=True, exist_ok=True)
+    if args.config is None:
+        config = config_module(settings)
+    else:
+        config_path = Path(args.config)
+        if not config_path.is_file():
+            print(
+                f"opsroom: {config_path} not found; pass the path of an Errbot config file, "
+                "or leave out --config for the built-in configuration",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
+        config = _load_config_module(config_path.resolve())
+    in_effect = preflight(settings)
+    try:
+        settings.opsroom_data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(
+            f"OPSROOM_DATA_DIR: cannot create {settings.opsroom_data_dir.resolve()}: "
+            f"{exc.strerror}; set OPSROOM_DATA_DIR to a directory this user may create and write"
+        ) from None
     _terminate_on_sigterm()
     # Errbot attaches its console handler during setup; redact through it from the start.
     redaction.install(settings.secrets, extra_handlers=[console_hdlr])
     bot = setup_bot(config.BACKEND, logging.getLogger(), config)
     redaction.install(settings.secrets)  # handlers added by setup (the log file)
     log.info("Opsroom starting on the %s backend", config.BACKEND)
+    log.info("Inventory: %s; policy: %s", in_effect.inventory, in_effect.policy)
+    for warning in in_effect.warnings:
+        log.warning("%s", warning)
     bot.serve_forever()
     return int(getattr(bot, "exit_code", 0))
 
 
-def _check_files(settings: Settings) -> None:
-    """Validate the policy and inventory files now (names are resolved once connected)."""
-    if settings.opsroom_policy:
-        try:
-            Policy.load(settings.opsroom_policy)
-        except PolicyError as exc:
-            raise SettingsError(f"invalid policy:\n{exc}") from None
-    if settings.opsroom_inventory:
-        try:
-            Inventory.load(settings.opsroom_inventory)
-        except InventoryError as exc:
-            raise SettingsError(f"invalid inventory:\n{exc}") from None
-
-
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = get_settings()
-    _check_files(settings)
-    where = str(settings.mattermost_url) if settings.mattermost_url else "terminal (text backend)"
-    print(f"configuration OK: backend {settings.backend}, chat {where}")
+    in_effect = preflight(settings)
+    online = check_online(settings) if args.online else None
+    print("configuration OK")
+    print(in_effect.table())
+    if online:
+        print(online)
+    for warning in in_effect.warnings:
+        print(f"warning: {warning}")
     return 0
 
 
@@ -112,10 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="start the bot")
     run.add_argument(
-        "--config", default="config.py", help="Errbot config file (default: %(default)s)"
+        "--config",
+        metavar="PATH",
+        help="an Errbot config file to use instead of the built-in configuration",
     )
     run.set_defaults(func=cmd_run)
-    check = sub.add_parser("check-config", help="validate settings and exit")
+    check = sub.add_parser(
+        "check-config", help="check what `run` needs, show what is in effect, and exit"
+    )
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help="also ask the Mattermost server whether it accepts the token",
+    )
     check.set_defaults(func=cmd_check_config)
     health = sub.add_parser("healthcheck", help="exit 0 when the bot's heartbeat is fresh")
     health.set_defaults(func=cmd_healthcheck)

@@ -1,10 +1,17 @@
-"""Build Errbot's configuration (the names Errbot reads from ``config.py``) from Settings."""
+"""Build Errbot's configuration (the names Errbot reads from ``config.py``) from Settings.
+
+This is the built-in configuration: ``opsroom run`` uses it unless ``--config`` names a file,
+and the top-level ``config.py`` is a thin shim over it for running Errbot directly.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
+from bot.mattermost.splitting import MATTERMOST_MAX_POST_LENGTH
 from bot.settings import Settings
+from bot.shipped import plugins_dir
 
 BACKENDS_DIR = Path(__file__).resolve().parent / "backends"
 STORAGE_DIR = Path(__file__).resolve().parent / "storage"
@@ -21,10 +28,10 @@ CORE_PLUGINS = ("CommandNotFoundFilter",)
 TEXT_USER = "@localuser"
 
 
-def errbot_config(settings: Settings, root: Path) -> dict[str, object]:
-    """Return Errbot's settings; ``root`` is the project directory holding ``plugins/``."""
+def errbot_config(settings: Settings) -> dict[str, object]:
+    """Return Errbot's settings: Opsroom's shipped plugins plus ``OPSROOM_EXTRA_PLUGIN_DIRS``."""
     data_dir = settings.opsroom_data_dir.resolve()
-    plugin_dirs = [str(root / "plugins"), *settings.opsroom_extra_plugin_dirs]
+    plugin_dirs = [str(plugins_dir()), *settings.opsroom_extra_plugin_dirs]
     admins = tuple(settings.opsroom_admins) if settings.mattermost_url else (TEXT_USER,)
     return {
         "BACKEND": settings.backend,
@@ -50,9 +57,18 @@ def errbot_config(settings: Settings, root: Path) -> dict[str, object]:
         "BOT_ASYNC_POOLSIZE": 32,
         "HIDE_RESTRICTED_COMMANDS": True,
         "SUPPRESS_CMD_NOT_FOUND": False,
-        "MESSAGE_SIZE_LIMIT": 16383,
+        # Mattermost's own limit there; the terminal backend keeps its own (Errbot warns when
+        # a configured limit exceeds the backend's).
+        "MESSAGE_SIZE_LIMIT": MATTERMOST_MAX_POST_LENGTH if settings.mattermost_url else None,
         "CHATROOM_PRESENCE": (),
         "TEXT_DEMO_MODE": True,
         "BOT_IDENTITY": {},
         "OPSROOM_SETTINGS": settings,
     }
+
+
+def config_module(settings: Settings) -> ModuleType:
+    """The built-in configuration as the module object Errbot expects from ``config.py``."""
+    module = ModuleType("config", "Opsroom's built-in Errbot configuration")
+    vars(module).update(errbot_config(settings))
+    return module

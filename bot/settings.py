@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.durations import parse_duration
 from bot.errors import ConfigurationError
+from bot.shipped import sample_inventory_path
 
 
 def split_list(value: object) -> object:
@@ -106,6 +107,19 @@ class Settings(BaseSettings):
     )
     opsroom_job_workers: int = Field(16, ge=1, le=256)
 
+    @field_validator("mattermost_url", mode="before")
+    @classmethod
+    def _url_has_a_scheme(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                return None  # MATTERMOST_URL= in a file: unset
+            if "://" not in value:
+                raise ValueError(
+                    f"must start with https:// or http:// (e.g. https://{value.rstrip('/')})"
+                )
+        return value
+
     @field_validator("opsroom_log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:
@@ -141,7 +155,18 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _token_when_connected(self) -> Settings:
+        if self.mattermost_token is not None and not self.token.strip():
+            raise ValueError(
+                "MATTERMOST_TOKEN is empty: set it to the bot account's personal access token, "
+                "or remove it to use MATTERMOST_TOKEN_FILE or the terminal"
+            )
         if self.mattermost_url is None:
+            if self.mattermost_token is not None or self.mattermost_token_file is not None:
+                raise ValueError(
+                    "MATTERMOST_TOKEN or MATTERMOST_TOKEN_FILE is set but MATTERMOST_URL is not: "
+                    "set MATTERMOST_URL (e.g. https://chat.example.com) to connect to Mattermost, "
+                    "or unset the token to run in the terminal"
+                )
             return self
         if self.mattermost_token is None and self.mattermost_token_file is None:
             raise ValueError(
@@ -207,11 +232,6 @@ class Settings(BaseSettings):
         }
 
 
-def sample_inventory_path() -> Path:
-    """The sample inventory (fake ``*.example.com`` hosts) shipped with Opsroom."""
-    return Path(__file__).resolve().parent.parent / "examples" / "inventory.yaml"
-
-
 class SettingsError(ConfigurationError):
     """Settings did not validate; the message names every bad key."""
 
@@ -243,10 +263,13 @@ def format_validation_error(exc: ValidationError) -> str:
     """One line per problem: ``KEY: what is wrong (got 'value')``. Secrets are not echoed."""
     lines = []
     for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"]).upper() or "settings"
+        key = ".".join(str(part) for part in error["loc"]).upper()
         message = error["msg"].removeprefix("Value error, ")
+        if not key:  # a check across settings: its message names them
+            lines.append(message)
+            continue
         shown = ""
-        if error["loc"] and "TOKEN" not in key and error.get("input") is not None:
+        if "TOKEN" not in key and error.get("input") is not None:
             shown = f" (got {error['input']!r})"
         lines.append(f"{key}: {message}{shown}")
     return "invalid configuration:\n  " + "\n  ".join(lines)

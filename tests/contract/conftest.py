@@ -1,1 +1,1 @@
-from tests.fake_mattermost.fixtures import fake_mm  # noqa: F401
+from bot.testing.fake_mattermost.fixtures import fake_mm  # noqa: F401

@@ -30,8 +30,8 @@ from mattermostdriver.websocket import Websocket
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from tests.fake_mattermost import FakeMattermost, rate_limit_headers
-from tests.fake_mattermost.openapi import load_docs
+from bot.testing.fake_mattermost import FakeMattermost, rate_limit_headers
+from bot.testing.fake_mattermost.openapi import load_docs
 
 APP_ERROR_KEYS = {"id", "message", "detailed_error", "request_id", "status_code"}
 

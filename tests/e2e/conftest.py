@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from bot.testing.fake_mattermost.fixtures import fake_mm  # noqa: F401
 from tests.e2e.harness import BotProcess, Seed, seed
-from tests.fake_mattermost.fixtures import fake_mm  # noqa: F401
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from bot.testing.fake_mattermost import FakeMattermost
 from tests.e2e.harness import BotProcess, seed
-from tests.fake_mattermost import FakeMattermost
 
 
 def self_signed(tmp_path):

@@ -9,8 +9,8 @@ import time
 import pytest
 import yaml
 
+from bot.testing.fake_mattermost.fixtures import fake_mm  # noqa: F401
 from tests.e2e.harness import BotProcess, seed
-from tests.fake_mattermost.fixtures import fake_mm  # noqa: F401
 
 RELEASE_TOOL = """#!/bin/sh
 echo "$@" >> "{dir}/release.log"

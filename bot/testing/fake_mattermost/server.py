@@ -125,7 +125,7 @@ class _Fault:
 @dataclass(eq=False)
 class _LiveSocket:
     ws: web.WebSocketResponse
-    transport: asyncio.BaseTransport | None
+    transport: asyncio.Transport | None
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[str]
     token: str
@@ -185,7 +185,7 @@ class Route(NamedTuple):
 
 
 class FakeMattermost:
-    """Fake Mattermost server; see tests/fake_mattermost/README.md for the control API."""
+    """Fake Mattermost server; see bot/testing/fake_mattermost/README.md for the control API."""
 
     # (method, OpenAPI path template, handler method name, needs auth)
     ROUTES: tuple[Route, ...] = (
@@ -1145,7 +1145,7 @@ class FakeMattermost:
         infos = []
         for filename, content_type, content in ctx.files:
             name = filename.rsplit("/", 1)[-1]
-            info = {
+            info: dict[str, Any] = {
                 "id": new_id(),
                 "user_id": ctx.user_id,
                 "channel_id": channel_id,
@@ -1399,7 +1399,7 @@ class FakeMattermost:
         self, team_id: str, name: str, type_: str, display_name: str, creator_id: str = ""
     ) -> dict[str, Any]:
         at = now_ms()
-        channel = {
+        channel: dict[str, Any] = {
             "id": new_id(),
             "create_at": at,
             "update_at": at,
@@ -1435,7 +1435,7 @@ class FakeMattermost:
     def add_team(self, name: str, display_name: str | None = None) -> dict[str, Any]:
         with self._lock:
             at = now_ms()
-            team = {
+            team: dict[str, Any] = {
                 "id": new_id(),
                 "create_at": at,
                 "update_at": at,
@@ -1461,7 +1461,7 @@ class FakeMattermost:
         ids = {self._user(member)["id"] for member in members}
         with self._lock:
             at = now_ms()
-            group = {
+            group: dict[str, Any] = {
                 "id": new_id(),
                 "name": name,
                 "display_name": name,
@@ -1482,7 +1482,7 @@ class FakeMattermost:
             if any(u["username"] == username for u in self._users.values()):
                 raise ValueError(f"username {username!r} taken")
             at = now_ms()
-            user = {
+            user: dict[str, Any] = {
                 "id": new_id(),
                 "create_at": at,
                 "update_at": at,

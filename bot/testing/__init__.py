@@ -36,6 +36,11 @@ What each piece does:
   denials and two-person approvals.
 - :func:`pop_until`, :func:`audit_records`, :func:`request_id`, :func:`job_id` and
   :func:`audit_id` read what the bot answered and what it recorded.
+- :func:`fake_mm` (a fixture, import it into a conftest) is a started
+  :class:`~bot.testing.fake_mattermost.FakeMattermost`: Mattermost's REST API v4 and
+  websocket on a real loopback socket, its traffic checked against the vendor's OpenAPI
+  documents, for testing what your code does against a Mattermost server
+  (``bot/testing/fake_mattermost/README.md`` lists its control API).
 
 On Errbot's test backend messages cannot be edited, so a job's progress updates are not
 shown; the answers are "accepted as job J-..." (or a confirmation/approval request) and,
@@ -61,16 +66,21 @@ from bot.errbot_config import CORE_PLUGINS
 from bot.runtime.audit import AuditRecord
 from bot.runtime.runtime import Runtime
 from bot.settings import get_settings
+from bot.shipped import plugins_dir
+from bot.testing.fake_mattermost import FakeMattermost
+from bot.testing.fake_mattermost.fixtures import fake_mm
 
 __all__ = [
     "OPSROOM_PLUGINS_DIR",
     "OTHER_USER",
     "TEST_USER",
+    "FakeMattermost",
     "OpsroomTestEnv",
     "audit_id",
     "audit_records",
     "configure_opsroom",
     "errbot_config",
+    "fake_mm",
     "job_id",
     "opsroom",
     "plugin_dirs",
@@ -88,7 +98,7 @@ TEST_USER = "@alice"
 OTHER_USER = "@bob"
 
 #: Opsroom's own plugins (Runtime: !confirm, !approve, !jobs, !audit...; Opsroom: !echo).
-OPSROOM_PLUGINS_DIR = Path(__file__).resolve().parent.parent / "plugins"
+OPSROOM_PLUGINS_DIR = plugins_dir()
 
 _SETTINGS_PREFIXES = ("OPSROOM_", "MATTERMOST_")
 _SENDER_EXTRA = "opsroom_test_sender"
@@ -106,11 +116,6 @@ def plugin_dirs(*dirs: str | os.PathLike[str]) -> list[str]:
     Errbot loads every plugin (a ``.plug`` file and its module) found under these folders,
     as ``BOT_EXTRA_PLUGIN_DIR`` does in production (``OPSROOM_EXTRA_PLUGIN_DIRS``).
     """
-    if not (OPSROOM_PLUGINS_DIR / "runtime" / "runtime.plug").is_file():
-        raise FileNotFoundError(
-            f"Opsroom's plugins are not at {OPSROOM_PLUGINS_DIR}: bot.testing needs a "
-            "source checkout of Opsroom (pip install -e)"
-        )
     return [*(str(Path(d).resolve()) for d in dirs), str(OPSROOM_PLUGINS_DIR)]
 
 

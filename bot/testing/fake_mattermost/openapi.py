@@ -1,10 +1,10 @@
 """Mattermost REST API v4 shape checking against the vendor's OpenAPI documents.
 
-The documents in ``tests/reference/mattermost-api-v4/`` are the split sources of the
-mattermost-api-reference project: ``introduction.yaml`` holds the document head (ending in
-``paths:``), every other file but ``definitions.yaml`` is a fragment of that ``paths`` mapping, and
-``definitions.yaml`` holds ``components``.  They are loaded file by file and merged, so a path
-described in two files keeps the methods of both.
+The documents in ``reference/mattermost-api-v4/`` (package data next to this module) are the
+split sources of the mattermost-api-reference project: ``introduction.yaml`` holds the document
+head (ending in ``paths:``), every other file but ``definitions.yaml`` is a fragment of that
+``paths`` mapping, and ``definitions.yaml`` holds ``components``.  They are loaded file by file
+and merged, so a path described in two files keeps the methods of both.
 
 The documents omit ``additionalProperties: false``, so validation checks types and required
 fields only, which is what the docs can promise.
@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from jsonschema import Draft4Validator
 
-REFERENCE_DIR = Path(__file__).resolve().parent.parent / "reference" / "mattermost-api-v4"
+REFERENCE_DIR = Path(__file__).resolve().parent / "reference" / "mattermost-api-v4"
 WEBSOCKET_PATH = "/api/v4/websocket"
 _APP_ERROR_SCHEMA = {"$ref": "#/components/schemas/AppError"}
 # What the server's strconv.ParseBool accepts for boolean query parameters.

@@ -165,7 +165,9 @@ def test_kill_during_an_action_is_recorded_as_interrupted(fake_mm, world, make_b
 def test_help_hides_actions_the_asker_may_not_run(fake_mm, world, opsbot):
     fake_mm.post_as(world.alice, world.ops, "!help")
     fake_mm.post_as(world.admin, world.infra, "!help")
-    wait_until(lambda: len(fake_mm.posts_by(world.bot)) == 2)
+    wait_until(
+        lambda: bot_posts(fake_mm, world, world.ops) and bot_posts(fake_mm, world, world.infra)
+    )
     alice_help = bot_posts(fake_mm, world, world.ops)[0]["message"]
     admin_help = bot_posts(fake_mm, world, world.infra)[0]["message"]
     assert "!hold" in alice_help and "!wipe" in alice_help
@@ -174,7 +176,6 @@ def test_help_hides_actions_the_asker_may_not_run(fake_mm, world, opsbot):
     hint = re.search(r"(\d+) more action\(s\) are hidden because the policy grants you", admin_help)
     assert hint and "hold" in admin_help.split("hidden because")[1]
     assert "!whoami" in admin_help.split("hidden because")[1]
-    assert "hidden because" not in alice_help.split("more action")[0][-5:]
 
 
 def test_group_membership_grants_and_cancel_stops_the_job(fake_mm, world, opsbot):

@@ -20,6 +20,7 @@ check-config: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	@# The SSH tests run real OpenSSH sshd processes on loopback (tests/ssh).
 	@if [ ! -x /usr/sbin/sshd ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
@@ -32,6 +33,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python bench/roundtrip.py

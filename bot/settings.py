@@ -12,7 +12,7 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -251,7 +251,7 @@ def get_settings() -> Settings:
     return load_settings()
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read and validate settings, raising :class:`SettingsError` with readable messages."""
     try:
         return Settings(_env_file=_env_file(), **overrides)

@@ -73,6 +73,8 @@ class NonDrainingDispatch:
     ``self.thread_pool``; the setter closes that pool and keeps ours.
     """
 
+    bot_config: Any  # set by ErrBot.__init__
+
     _command_pool: CommandPool | None = None
 
     @property

@@ -558,7 +558,7 @@ class Runtime:
                 parameters=asked.parameters,
                 outcome=f"{asked.outcome} was still pending when the bot stopped",
                 correlation_id=asked.correlation_id,
-                job_id=asked.job_id,
+                job_id=asked.job_id or "",
             )
             command = f"{self.prefix}{asked.action.replace('.', ' ')}"
             notice = notices.Abandoned(request_id, command, _ref(record))
@@ -590,7 +590,7 @@ class Runtime:
                     parameters=started.parameters,
                     outcome="the bot stopped while this action was running",
                     correlation_id=started.correlation_id,
-                    job_id=started.job_id,
+                    job_id=started.job_id or "",
                 )
             )
         return interrupted
@@ -614,6 +614,6 @@ def interrupted_notice(record: AuditRecord, prefix: str) -> notices.Finished:
         status=record.event.value,
         outcome=Outcome(record.outcome),
         seconds=None,
-        job_id=record.job_id,
+        job_id=record.job_id or "",
         audit=_ref(record),
     )

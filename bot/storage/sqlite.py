@@ -156,7 +156,7 @@ class SQLiteStoragePlugin(StoragePluginBase):
     (the same convention as errbot's Shelf plugin).
     """
 
-    def __init__(self, bot_config: object) -> None:
+    def __init__(self, bot_config: Any) -> None:  # Errbot's config module
         super().__init__(bot_config)
         self.basedir: str = self._storage_config.get("basedir") or bot_config.BOT_DATA_DIR
 

@@ -96,10 +96,13 @@ def notice(n: Notice, r: Renderer) -> str:
     seconds = f" in {n.seconds:.1f}s" if n.seconds is not None else ""
     who = f" {n.who}" if n.who else ""
     body = r.outcome(n.outcome)
-    # A one-line outcome follows a colon; anything longer goes below the headline.
+    head = f"{icon} {r.command(n.command)}{who} {n.status}{seconds}"
+    tail = " · ".join(
+        part for part in (f"job {n.job_id}" if n.job_id else "", audit(n.audit)) if part
+    )
+    # A one-line outcome follows a colon; anything longer goes between headline and ids.
     if body and "\n" not in body:
-        body = f": {body}"
-    elif body:
-        body = f"\n{body}\n"
-    job = f" · job {n.job_id}" if n.job_id else ""
-    return f"{icon} {r.command(n.command)}{who} {n.status}{seconds}{body}{job} · {audit(n.audit)}"
+        return f"{head}: {body} · {tail}"
+    if body:
+        return f"{head}\n{body}\n{tail}"
+    return f"{head} · {tail}"

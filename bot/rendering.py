@@ -121,6 +121,12 @@ class TextRenderer(_Base):
             disable_numparse=True,
             maxcolwidths=widths,
         )
+        # The rule under the headers in box-drawing characters: a line of dashes is a
+        # horizontal rule to the Markdown that Errbot's terminal backend applies.
+        body = "\n".join(
+            line.replace("-", "─") if line and not line.strip(" -") else line
+            for line in body.splitlines()
+        )
         if not rows:
             body += "\n(none)"
         lines = [table.title] if table.title else []

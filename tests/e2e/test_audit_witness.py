@@ -27,7 +27,11 @@ def verify(bot, *args):
 
 
 def test_checkpoints_and_echoes_in_the_audit_channel_catch_a_cut_log(
-    fake_mm, world, make_bot, policy_file, tmp_path
+    fake_mm,
+    world,
+    make_bot,
+    policy_file,  # noqa: F811 - the fixture of test_actions
+    tmp_path,
 ):
     key = tmp_path / "audit.key"
     key.write_text("0123456789abcdef0123456789abcdef\n")

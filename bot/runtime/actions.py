@@ -41,7 +41,8 @@ from bot.errors import InvalidArgument
 from bot.runtime.policy import Risk
 
 ACTION_ATTRIBUTE = "_opsroom_action"
-MAX_ARGUMENT_LENGTH = 512
+MAX_ARGUMENT_LENGTH = 512  # one value
+MAX_ARGUMENTS_LENGTH = 4096  # the whole text, checked before it is split
 
 
 class ActionArgumentError(InvalidArgument):
@@ -142,6 +143,11 @@ class ActionSpec:
 
     def parse(self, text: str) -> dict[str, Any]:
         """Bind chat text to parameters and validate them. Raises ActionArgumentError."""
+        if len(text) > MAX_ARGUMENTS_LENGTH:
+            raise ActionArgumentError(
+                f"the arguments are {len(text)} characters long; at most "
+                f"{MAX_ARGUMENTS_LENGTH} are read"
+            )
         try:
             tokens = shlex.split(text, posix=True)
         except ValueError as exc:

@@ -133,9 +133,9 @@ class _Run:
             if value in ("", None, {}, []):
                 continue
             if isinstance(value, dict):
-                words += [f"{k}={v}" for k, v in value.items()]
+                words += [f"{k}={_printable(v)}" for k, v in value.items()]
             else:
-                words.append(f"{key}={value}")
+                words.append(f"{key}={_printable(value)}")
         return f"{prefix}{self.spec.name.replace('.', ' ')} {' '.join(words)}".strip()
 
     @property
@@ -144,6 +144,15 @@ class _Run:
         if isinstance(self.caller, Person):
             return f"for {self.caller.describe()}"
         return f"by {self.caller.describe()}"
+
+
+def _printable(value: object) -> str:
+    """A value as shown in a command: escaped when it holds anything unprintable (a lone
+    surrogate, a control character), cut when long."""
+    text = str(value)
+    if not text.isprintable():
+        text = ascii(text)[1:-1]
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def _ref(record: AuditRecord) -> notices.AuditRef:

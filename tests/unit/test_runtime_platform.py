@@ -256,3 +256,31 @@ def test_markdown_tables_escape_pipes_and_say_how_many_more():
 @pytest.mark.parametrize("caller", [Rule("r", "ops", "fp"), Operator("root")])
 def test_non_chat_callers_are_never_people(caller):
     assert not caller.principal.user_id.isalnum()  # "rule:r", "operator:root": no user id
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "nginx\ud800 on web1",  # a lone surrogate
+        "ngi\x00nx on web1",  # NUL
+        "nginx\x1b[31m on web1",  # a terminal escape
+        "x" * 1_000_000 + " on web1",  # 1 MB
+    ],
+    ids=["surrogate", "nul", "control", "1MB"],
+)
+def test_malformed_input_is_refused_with_a_reason_and_audited(tmp_path, text):
+    channel = Channel()
+    runtime = make_runtime(tmp_path, Policy.from_mapping(REMEDIATION_POLICY), channel)
+    runtime.submit(RESTART, Plugin(), text, Person(ALICE), OPS)
+    (answer,) = channel.said[OPS.channel]
+    assert answer.startswith(("⛔ service: ", "⛔ the arguments are 1000008 characters long"))
+    assert "nothing was run" in answer
+    answer.encode("utf-8")  # postable: no lone surrogate, and no raw control character
+    assert not any(ord(c) < 32 and c != "\n" for c in answer)
+    assert len(answer) < 2000
+    (record,) = runtime.audit.last(10)
+    assert record.event is AuditEvent.DENIED and runtime.audit.verify().ok
+    assert runtime.jobs() == []
+    why = runtime.last_denial(ALICE.user_id)
+    why.encode("utf-8")
+    assert not any(ord(c) < 32 for c in why) and len(why) < 2000

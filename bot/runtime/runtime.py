@@ -10,6 +10,7 @@ prefix, and rendered by the chat surface.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import threading
@@ -216,11 +217,22 @@ class Runtime:
         return self.surface.post(run.place, message)
 
     def _scrubbed(self, message: Message) -> Message:
+        """Every piece of text of a message, secrets scrubbed (before anything cuts it)."""
+        scrub = self.redactor.scrub
         if isinstance(message, str):
-            return self.redactor.scrub(message)
+            return scrub(message)
         if isinstance(message, Outcome):
-            return message.map_text(self.redactor.scrub)
-        return message  # notices are built from scrubbed records and outcomes
+            return message.map_text(scrub)
+        if isinstance(message, Table):
+            return Outcome("", message).map_text(scrub).blocks[0]  # type: ignore[return-value]
+        changes: dict[str, Any] = {}
+        for item in dataclasses.fields(message):
+            value = getattr(message, item.name)
+            if isinstance(value, str):
+                changes[item.name] = scrub(value)
+            elif isinstance(value, Outcome):
+                changes[item.name] = value.map_text(scrub)
+        return dataclasses.replace(message, **changes)
 
     def _copy_to_audit_channel(self, message: Message) -> None:
         if self.audit_place is not None:
@@ -395,7 +407,7 @@ class Runtime:
         event = AuditEvent.GRANTED if grant else AuditEvent.REJECTED
         record = self.record(event, run, f"{request.kind} {verb} by @{who.username}", **decider)
         decided = notices.Decided(request.id, grant, f"@{who.username}", _ref(record))
-        self._copy_to_audit_channel(decided)
+        self._copy_to_audit_channel(self._scrubbed(decided))
         if not grant:
             return decided
         try:
@@ -474,7 +486,7 @@ class Runtime:
     def _update(self, run: _Run, notice: notices.Running) -> None:
         run.acked.wait(ACK_WAIT_SECONDS)
         if run.posted is not None:
-            self.surface.edit(run.posted, notice, final=False)
+            self.surface.edit(run.posted, self._scrubbed(notice), final=False)
 
     def _outcome(self, run: _Run, job: Job) -> Outcome:
         if job.status is JobStatus.SUCCEEDED:
@@ -500,7 +512,7 @@ class Runtime:
                 else outcome.plain()
             )
             record = self.record(event, run, stored, duration_ms=duration)
-            finished = notices.Finished(
+            finished = notices.Finished(  # scrubbed below, like every message
                 command=run.command(self.prefix),
                 who=run.who,
                 status=record.event.value,
@@ -509,6 +521,7 @@ class Runtime:
                 job_id=job.id,
                 audit=_ref(record),
             )
+            finished = self._scrubbed(finished)  # type: ignore[assignment]
             self._copy_to_audit_channel(finished)
             run.acked.wait(ACK_WAIT_SECONDS)
             if run.place is None:

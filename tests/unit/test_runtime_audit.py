@@ -164,3 +164,38 @@ def test_checkpoints_go_to_the_audit_channel_and_copies_carry_hashes(tmp_path):
     assert copies[-1] == line and line.startswith("audit checkpoint records=3 ")
     head = runtime.audit.last(1)[0]
     assert any(f"audit {head.id} #{head.hash[:12]}" in copy for copy in copies)
+
+
+class Everything(Channels):
+    """Keeps every text ever posted or edited in, progress included."""
+
+    def __init__(self):
+        super().__init__()
+        self.history: list[str] = []
+
+    def post(self, place, message):
+        self.history.append(render(message, MarkdownRenderer()))
+        return super().post(place, message)
+
+    def edit(self, posted, message, *, final):
+        self.history.append(render(message, MarkdownRenderer()))
+        super().edit(posted, message, final=final)
+
+
+class Chatty:
+    @action(risk=Risk.CHANGE)
+    def login(self, ctx, user: str, token: str):
+        """Report progress that quotes a secret."""
+        ctx.progress(f"logging in with {token}")
+        ctx.wait(1.5)  # long enough for the progress edit to go out before the result
+        return f"logged in as {user}"
+
+
+def test_progress_commands_and_copies_never_show_a_secret(tmp_path):
+    channels = Everything()
+    runtime = make(tmp_path, channels)
+    runtime.submit(spec_of(Chatty.login), Chatty(), f"bob token={SECRET}", Person(ALICE), OPS)
+    assert channels.finals.acquire(timeout=10)
+    assert any("logging in with" in text for text in channels.history)  # progress was shown
+    for text in channels.history:
+        assert not any(piece in text for piece in fragments(SECRET)), text

@@ -162,6 +162,35 @@ def test_kill_during_an_action_is_recorded_as_interrupted(fake_mm, world, make_b
     assert audit(second, "verify").returncode == 0
 
 
+def test_a_request_pending_at_a_crash_is_abandoned_and_announced(
+    fake_mm, world, make_bot, policy_file
+):
+    first = make_bot(OPSROOM_POLICY=str(policy_file))
+    fake_mm.post_as(world.alice, world.ops, "!wipe in production")
+    (request,) = wait_until(lambda: bot_posts(fake_mm, world, world.ops), message="request")
+    request_id = re.search(r"R-[A-Z0-9]{5}", request["message"]).group(0)
+    first.stop(signal.SIGKILL)
+    second = make_bot(OPSROOM_POLICY=str(policy_file))
+    notice = wait_until(
+        lambda: [
+            p
+            for p in bot_posts(fake_mm, world, world.ops)
+            if "abandoned" in p["message"] or "still pending" in p["message"]
+        ],
+        message="the abandoned request announced",
+    )[0]["message"]
+    assert request_id in notice and "can no longer be decided" in notice
+    events = [json.loads(line)["event"] for line in audit(second, "export").stdout.splitlines()]
+    assert events == ["requested", "approval_requested", "abandoned"]
+    fake_mm.post_as(world.admin, world.ops, f"!approve {request_id}")
+    answer = wait_until(
+        lambda: [p for p in bot_posts(fake_mm, world, world.ops) if "no request" in p["message"]],
+        message="the late approval refused",
+    )
+    assert answer  # the request cannot be granted after the restart; nothing ran
+    assert "wiped" not in " ".join(p["message"] for p in bot_posts(fake_mm, world, world.ops))
+
+
 def test_help_hides_actions_the_asker_may_not_run(fake_mm, world, opsbot):
     fake_mm.post_as(world.alice, world.ops, "!help")
     fake_mm.post_as(world.admin, world.infra, "!help")

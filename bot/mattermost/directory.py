@@ -14,6 +14,7 @@ from typing import Any
 import requests
 from mattermostdriver.exceptions import ResourceNotFound
 
+from bot.errors import Refusal
 from bot.mattermost.rest import MattermostREST
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ def looks_like_id(text: str) -> bool:
     return len(text) == MM_ID_LENGTH and text.isalnum() and text.islower()
 
 
-class UnknownIdentifier(ValueError):
+class UnknownIdentifier(Refusal, ValueError):
     """A user, channel or team name that the server does not know (or hides from the bot)."""
 
 

@@ -170,7 +170,7 @@ OFFLINE_COVERAGE = (
 )
 
 
-class EvidenceError(Exception):
+class EvidenceError(AuditError):
     """Outside evidence could not be read: the message says which and why."""
 
 

@@ -46,6 +46,8 @@ from urllib.parse import quote
 
 from errbot.storage.base import StorageBase, StoragePluginBase
 
+from bot.errors import OpsroomError
+
 log = logging.getLogger("errbot.storage.sqlite")
 
 #: Same protocol errbot's Shelf storage uses (``shelve.DbfilenameShelf(protocol=2)``).
@@ -58,7 +60,7 @@ BUSY_TIMEOUT_S = 30.0
 _SCHEMA = "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL)"
 
 
-class StorageClosedError(RuntimeError):
+class StorageClosedError(OpsroomError, RuntimeError):
     """Raised when a closed store is used."""
 
 

@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from errbot import botcmd
+from typing_extensions import Unpack
 
 from bot.redaction import Redactor
-from bot.runtime.actions import ACTION_ATTRIBUTE, ActionSpec, declare
+from bot.runtime.actions import ACTION_ATTRIBUTE, ActionOptions, ActionSpec, declare
 from bot.runtime.audit import FILENAME as AUDIT_FILENAME
 from bot.runtime.audit import AuditStore
 from bot.runtime.audit_evidence import AuditKey
 from bot.runtime.callers import Person
 from bot.runtime.jobs import JobExecutor
-from bot.runtime.policy import Policy, Principal, Risk
+from bot.runtime.policy import Policy, Principal
 from bot.runtime.runtime import Runtime
 from bot.runtime.surface import Place
 from bot.settings import get_settings
@@ -131,35 +132,16 @@ def run_from_chat(plugin: Any, spec: ActionSpec, msg: Any, args: str) -> None:
     )
 
 
-def action(
-    name: str | None = None,
-    *,
-    risk: Risk = Risk.READ,
-    target: str | None = None,
-    environment: Callable[[Any, Mapping[str, Any]], str] | None = None,
-    check: Callable[[Any, Mapping[str, Any]], None] | None = None,
-    timeout: float = 600.0,
-    confirm: bool | None = None,
-    approval: bool | None = None,
-    lock: Literal["queue", "refuse"] = "queue",
-) -> Callable[[F], F]:
+def action(name: str | None = None, **options: Unpack[ActionOptions]) -> Callable[[F], F]:
     """Declare a plugin method as an action and a chat command (``!name args``).
 
     The method is ``def name(self, ctx: ActionContext, <typed parameters>)`` and runs as a
     job; what it returns (``None``, a ``str``, a ``Table`` or an ``Outcome``) is the result
-    shown in the channel. See ``docs/plugin-authoring.md`` for every option.
+    shown in the channel. The options (``risk``, ``target``, ``environment``, ``check``,
+    ``timeout``, ``confirm``, ``approval``, ``lock``) are typed by
+    :class:`~bot.runtime.actions.ActionOptions`; see ``docs/plugin-authoring.md``.
     """
-    declaration = declare(
-        name,
-        risk=risk,
-        target=target,
-        environment=environment,
-        check=check,
-        timeout=timeout,
-        confirm=confirm,
-        approval=approval,
-        lock=lock,
-    )
+    declaration = declare(name, **options)
 
     def decorate(func: F) -> F:
         spec: ActionSpec = getattr(declaration(func), ACTION_ATTRIBUTE)

@@ -33,9 +33,10 @@ import shlex
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import TypeAdapter, ValidationError
+from typing_extensions import Unpack
 
 from bot.errors import InvalidArgument
 from bot.runtime.policy import Risk
@@ -236,19 +237,24 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 80 else f"{text[:77]}..."
 
 
+class ActionOptions(TypedDict, total=False):
+    """The options of an action (``declare`` and ``bot.plugin.action`` take them as
+    keyword arguments); see docs/plugin-authoring.md."""
+
+    risk: Risk  # READ (default), CHANGE or DANGEROUS
+    target: str | None  # the parameter whose value is locked and recorded
+    environment: Callable[[Any, Mapping[str, Any]], str] | None  # derive the policy env
+    check: Callable[[Any, Mapping[str, Any]], None] | None  # refuse early (raise Refusal)
+    timeout: float  # seconds the job may run (default 600)
+    confirm: bool | None  # None: confirm changes on protected environments
+    approval: bool | None  # None: dangerous actions need a second person
+    lock: Literal["queue", "refuse"]  # a second run on a busy target
+
+
 def declare(
-    name: str | None = None,
-    *,
-    risk: Risk = Risk.READ,
-    target: str | None = None,
-    environment: Callable[[Any, Mapping[str, Any]], str] | None = None,
-    check: Callable[[Any, Mapping[str, Any]], None] | None = None,
-    timeout: float = 600.0,
-    confirm: bool | None = None,
-    approval: bool | None = None,
-    lock: Literal["queue", "refuse"] = "queue",
+    name: str | None = None, **options: Unpack[ActionOptions]
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Attach an ActionSpec to a function (``bot.runtime.action`` also makes it a chat
+    """Attach an ActionSpec to a function (``bot.plugin.action`` also makes it a chat
     command; this is the chat-free part).
 
     ``target`` names the parameter whose value is locked (one job per target at a time)
@@ -256,20 +262,12 @@ def declare(
     ``environment(plugin, values)`` derives that environment otherwise (for instance the
     environment of the hosts a selector names).
     """
-    if lock not in ("queue", "refuse"):
+    target = options.pop("target", None)
+    if options.get("lock", "queue") not in ("queue", "refuse"):
         raise ValueError("lock must be 'queue' or 'refuse'")
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        spec = dataclasses.replace(
-            build_spec(func, name or func.__name__, target),
-            risk=risk,
-            environment=environment,
-            check=check,
-            timeout=timeout,
-            confirm=confirm,
-            approval=approval,
-            lock=lock,
-        )
+        spec = dataclasses.replace(build_spec(func, name or func.__name__, target), **options)
         setattr(func, ACTION_ATTRIBUTE, spec)
         return func
 

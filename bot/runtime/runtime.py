@@ -567,25 +567,44 @@ class Runtime:
         request's channel."""
         abandoned = []
         for asked in self.audit.pending_requests():
-            request_id = asked.outcome.removeprefix("request ")
-            record = self.audit.append(
+            record = self._after_restart(
+                asked,
                 AuditEvent.ABANDONED,
-                action=asked.action,
-                target=asked.target,
-                actor_id=asked.actor_id,
-                actor_name=asked.actor_name,
-                trigger="startup",
-                channel_id=asked.channel_id,
-                post_id=asked.post_id,
-                parameters=asked.parameters,
-                outcome=f"{asked.outcome} was still pending when the bot stopped",
-                correlation_id=asked.correlation_id,
-                job_id=asked.job_id or "",
+                f"{asked.outcome} was still pending when the bot stopped",
             )
             command = f"{self.prefix}{asked.action.replace('.', ' ')}"
-            notice = notices.Abandoned(request_id, command, _ref(record))
-            abandoned.append((asked.channel_id, notice))
+            request_id = asked.outcome.removeprefix("request ")
+            abandoned.append(
+                (asked.channel_id, notices.Abandoned(request_id, command, _ref(record)))
+            )
         return abandoned
+
+    def recover(self) -> list[AuditRecord]:
+        """Record as interrupted the actions a previous process left running."""
+        return [
+            self._after_restart(
+                started, AuditEvent.INTERRUPTED, "the bot stopped while this action was running"
+            )
+            for started in self.audit.unfinished()
+        ]
+
+    def _after_restart(self, earlier: AuditRecord, event: AuditEvent, outcome: str) -> AuditRecord:
+        """Close, at start-up, what a previous process left open: same action, actor,
+        place, parameters and ids as ``earlier``, triggered by the start-up."""
+        return self.audit.append(
+            event,
+            action=earlier.action,
+            target=earlier.target,
+            actor_id=earlier.actor_id,
+            actor_name=earlier.actor_name,
+            trigger="startup",
+            channel_id=earlier.channel_id,
+            post_id=earlier.post_id,
+            parameters=earlier.parameters,
+            outcome=outcome,
+            correlation_id=earlier.correlation_id,
+            job_id=earlier.job_id or "",
+        )
 
     def post_checkpoint(self) -> str:
         """Post the audit log's checkpoint (count, head hash; signed with a key) to the
@@ -594,28 +613,6 @@ class Runtime:
         if self.audit_place is not None:
             self.surface.post(self.audit_place, line)
         return line
-
-    def recover(self) -> list[AuditRecord]:
-        """Record as interrupted the actions a previous process left running."""
-        interrupted = []
-        for started in self.audit.unfinished():
-            interrupted.append(
-                self.audit.append(
-                    AuditEvent.INTERRUPTED,
-                    action=started.action,
-                    target=started.target,
-                    actor_id=started.actor_id,
-                    actor_name=started.actor_name,
-                    trigger="startup",
-                    channel_id=started.channel_id,
-                    post_id=started.post_id,
-                    parameters=started.parameters,
-                    outcome="the bot stopped while this action was running",
-                    correlation_id=started.correlation_id,
-                    job_id=started.job_id or "",
-                )
-            )
-        return interrupted
 
 
 def _summary(outcome: Outcome) -> str:

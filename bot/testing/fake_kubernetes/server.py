@@ -139,6 +139,8 @@ class _Ctx:
     body: Any
     content_type: str
     user: str
+    groups: tuple[str, ...]
+    recorded: bool = False
 
 
 def _suffix(length: int = 5) -> str:
@@ -917,7 +919,9 @@ class FakeKubernetes:
         groups = tuple(request.headers.getall("Impersonate-Group", []))
         impersonated = bool(user)
         effective = user or BOT_USER
-        ctx = _Ctx(request.method, request.path, query, raw, request.content_type, effective)
+        ctx = _Ctx(
+            request.method, request.path, query, raw, request.content_type, effective, groups
+        )
         try:
             if auth != f"Bearer {self.token}":
                 raise ApiError(401, "Unauthorized", "Unauthorized")
@@ -941,13 +945,19 @@ class FakeKubernetes:
             self.violations.append(f"fake server crashed on {ctx.method} {ctx.path}: {exc!r}")
             body = status(500, "InternalError", f"fake server error: {exc!r}")
             response = web.json_response(body, status=500)
+        if not ctx.recorded:
+            self._record(ctx, response.status)
+        return response
+
+    def _record(self, ctx: _Ctx, code: int) -> None:
         with self._lock:
+            impersonated = ctx.user != BOT_USER
             self._requests.append(
                 KubeRequest(
-                    ctx.method, ctx.path, query, effective, groups, impersonated, response.status
+                    ctx.method, ctx.path, ctx.query, ctx.user, ctx.groups, impersonated, code
                 )
             )
-        return response
+        ctx.recorded = True
 
     def _apply_faults(self, ctx: _Ctx) -> None:
         with self._lock:
@@ -1305,6 +1315,7 @@ class FakeKubernetes:
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
         await response.prepare(request)
+        self._record(ctx, response.status)  # now: a watch may last long
         deadline = loop.time() + float(ctx.query.get("timeoutSeconds") or 1800)
         try:
             for event in initial:

@@ -21,6 +21,7 @@ Nothing here knows about chat, the inventory or the policy.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import threading
@@ -57,6 +58,8 @@ __all__ = [
     "RolloutState",
     "UndoResult",
     "age",
+    "kubernetes_connector",
+    "missing_contexts",
 ]
 
 T = TypeVar("T")
@@ -909,3 +912,9 @@ class KubernetesConnector:
             clusters, self._clusters = list(self._clusters.values()), {}
         for cluster in clusters:
             cluster.api.close()
+
+
+@functools.cache
+def kubernetes_connector() -> KubernetesConnector:
+    """The process's connector, on the kubeconfig of its environment (made on first use)."""
+    return KubernetesConnector(KubeConfig.from_environment())

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -59,3 +60,13 @@ class KubernetesEntry(BaseModel):
         """The first allow-listed name that is not a glob: what commands use when none is
         given."""
         return next((n for n in self.namespaces if NAMESPACE.fullmatch(n)), None)
+
+
+def kubernetes_contexts(environments: Mapping[str, Any]) -> dict[str, str]:
+    """``{"environments.<env>.kubernetes.context": context}`` for each environment (a
+    mapping of name to entry with a ``kubernetes`` attribute) that has a cluster."""
+    return {
+        f"environments.{env}.kubernetes.context": entry.kubernetes.context
+        for env, entry in environments.items()
+        if entry.kubernetes is not None
+    }

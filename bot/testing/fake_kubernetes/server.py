@@ -1318,8 +1318,8 @@ class FakeKubernetes:
         self._record(ctx, response.status)  # now: a watch may last long
         deadline = loop.time() + float(ctx.query.get("timeoutSeconds") or 1800)
         try:
-            for event in initial:
-                await response.write(json.dumps(event).encode() + b"\n")
+            for first in initial:
+                await response.write(json.dumps(first).encode() + b"\n")
             while True:
                 left = deadline - loop.time()
                 if left <= 0:

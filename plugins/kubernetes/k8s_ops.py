@@ -50,7 +50,7 @@ from bot.plugin import (
 
 # --- Kubernetes' own name rules -----------------------------------------------------------------
 DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"  # namespaces, containers
-DNS_SUBDOMAIN = rf"(?=.{{1,253}}$){DNS_LABEL}(\.{DNS_LABEL})*"  # pods, deployments
+DNS_SUBDOMAIN = rf"{DNS_LABEL}(\.{DNS_LABEL})*"  # pods, deployments: at most 253
 LABEL_NAME = r"([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]"
 LABEL_KEY = re.compile(rf"({DNS_SUBDOMAIN}/)?{LABEL_NAME}")
 LABEL_VALUE = re.compile(rf"({LABEL_NAME})?")
@@ -65,12 +65,12 @@ Namespace = Annotated[
 ]
 PodName = Annotated[
     str,
-    StringConstraints(pattern=f"^{DNS_SUBDOMAIN}$"),
+    StringConstraints(pattern=f"^{DNS_SUBDOMAIN}$", max_length=253),
     Arg(help="a pod name (lower-case letters, digits, '-' and '.')"),
 ]
 DeploymentName = Annotated[
     str,
-    StringConstraints(pattern=f"^{DNS_SUBDOMAIN}$"),
+    StringConstraints(pattern=f"^{DNS_SUBDOMAIN}$", max_length=253),
     Arg(help="a deployment name (lower-case letters, digits, '-' and '.')"),
 ]
 Container = Annotated[
@@ -160,7 +160,8 @@ def _seconds(text: str) -> int:
 
 def _selector(labels: Mapping[str, str]) -> str:
     for key, value in labels.items():
-        if len(key) > 316 or not LABEL_KEY.fullmatch(key):
+        prefix = key.rpartition("/")[0]
+        if len(key) > 317 or len(prefix) > 253 or not LABEL_KEY.fullmatch(key):
             raise InvalidArgument(
                 f"label {key!r}: not a Kubernetes label key (letters, digits, '-', '_', '.', "
                 "optionally prefixed by a DNS name and '/')"
@@ -282,8 +283,8 @@ class Kubernetes(BotPlugin):
         self,
         ctx: ActionContext,
         env: Env,
-        namespace: Namespace = None,
         show: Literal["all", "failing"] = "all",
+        namespace: Namespace = None,
         labels: Labels = {},  # noqa: B006 - copied by the runtime
     ) -> Outcome:
         """Pods of a namespace (kubectl get pods), only the failing ones with 'failing',
@@ -373,8 +374,8 @@ class Kubernetes(BotPlugin):
         self,
         ctx: ActionContext,
         env: Env,
-        namespace: Namespace = None,
         show: Literal["all", "warnings"] = "all",
+        namespace: Namespace = None,
         subject: ObjectRef = None,
     ) -> Outcome:
         """Events of a namespace, only warnings with 'warnings', for one object with

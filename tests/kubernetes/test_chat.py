@@ -181,3 +181,158 @@ def test_logs_short_long_previous_and_scrubbed(fake_mm, world, bot, clusters):
     content = uploaded.get("content", b"")
     text = content.decode() if isinstance(content, bytes) else str(content)
     assert "request 399" in text and "hunter2" not in text  # scrubbed like everything else
+
+
+def wait_for_message(mm, world, text, timeout=30.0):
+    """The current text of the bot's post that (now) contains ``text``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for post in mm.posts_by(world.bot):
+            message = mm.get_post(post["id"])["message"]
+            if text in message:
+                return message
+        time.sleep(0.05)
+    raise AssertionError(f"no message with {text!r}")
+
+
+def watch_progress(mm, world, text, until, user=None, timeout=30.0):
+    """Post ``text``; return (every distinct text of the bot's message, the final one)."""
+    before = {p["id"] for p in mm.posts_by(world.bot)}
+    mm.post_as(user or world.alice, world.ops, text)
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        new = [p for p in mm.posts_by(world.bot) if p["id"] not in before]
+        if new:
+            message = mm.get_post(new[0]["id"])["message"]
+            if not seen or seen[-1] != message:
+                seen.append(message)
+            if re.search(until, message):
+                return seen, message
+        time.sleep(0.05)
+    raise AssertionError(f"never {until!r}; saw {seen}")
+
+
+def test_restart_undo_scale_delete_followed_in_place(fake_mm, world, bot, clusters):
+    staging, _ = clusters
+    staging.add_deployment("web", "api", replicas=3)
+
+    seen, final = watch_progress(
+        fake_mm, world, "!k8s rollout restart api in staging", "succeeded|failed"
+    )
+    assert "restart api in web: rollout complete (3/3 updated, 3 ready)" in final
+    assert any(re.search(r"restart api: [12]/3 updated, \d ready", text) for text in seen)
+    template = staging.deployment("web", "api")["spec"]["template"]["metadata"]
+    assert "kubectl.kubernetes.io/restartedAt" in template["annotations"]
+    assert [r for r in staging.requests if r.query.get("watch") == "true"]  # a watch
+
+    _, undone = watch_progress(fake_mm, world, "!k8s rollout undo api in staging", "succeeded")
+    assert "undo to revision 1 api in web: rollout complete" in undone
+    # kubectl's way (creationTimestamp: null): revision 1's ReplicaSet came back as 3
+    revisions = sorted(
+        rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+        for rs in staging.replicasets("web", "api")
+    )
+    assert revisions == ["2", "3"]
+
+    _, scaled = watch_progress(fake_mm, world, "!k8s scale api to 5 in staging", "succeeded")
+    assert "scale to 5 api in web: rollout complete (5/5 updated, 5 ready)" in scaled
+
+    above = ask(fake_mm, world, "!k8s scale api to 6 in staging")
+    assert "6 replicas is above the limit of 5 for staging" in above and "nothing was run" in above
+    assert not [r for r in staging.requests if r.path.endswith("/scale") and r.method != "PATCH"]
+    assert len([r for r in staging.requests if r.path.endswith("/scale")]) == 1
+
+    victim = staging.pods("web")[0]["metadata"]["name"]
+    deleted = ask(fake_mm, world, f"!k8s delete pod {victim} in staging")
+    assert f"deleted pod {victim} in web (staging)" in deleted
+    assert victim not in {p["metadata"]["name"] for p in staging.pods("web")}
+
+
+def test_production_is_protected_and_reads_need_no_grant(fake_mm, world, bot, clusters):
+    _, production = clusters
+    production.add_deployment("web", "shop", replicas=1)
+    question = ask(fake_mm, world, "!k8s rollout restart shop in production")
+    assert "!confirm" in question and "production" in question
+    denied = ask(fake_mm, world, "!k8s rollout restart shop in production", user=world.bob)
+    assert "denied" in denied and "needs role operator" in denied
+    assert "1 deployment(s)" in ask(fake_mm, world, "!k8s deployments in production", world.bob)
+    assert not [r for r in production.requests if r.method == "PATCH"]
+
+
+def test_bad_input_is_refused_before_any_call(fake_mm, world, bot, clusters):
+    staging, _ = clusters
+    staging.add_namespace("kube-system")
+    forbidden = ask(fake_mm, world, "!k8s pods -n kube-system in staging")
+    assert "namespace kube-system is not allowed in staging (allowed: web, team-*)" in forbidden
+    bad_name = ask(fake_mm, world, "!k8s describe Bad_Pod in staging")
+    assert "pod: expected a pod name" in bad_name and "!k8s describe" in bad_name  # usage
+    bad_label = ask(fake_mm, world, "!k8s pods in staging app=a,b")
+    assert "not a Kubernetes label value" in bad_label
+    bad_ns = ask(fake_mm, world, "!k8s deployments -n Web in staging")
+    assert "namespace: expected a namespace name" in bad_ns
+    unknown = ask(fake_mm, world, "!k8s pods in stagin")
+    assert "unknown environment 'stagin'" in unknown and "did you mean staging" in unknown
+    assert staging.requests == []  # nothing reached the cluster
+    from tests.e2e.test_actions import audit
+
+    exported = audit(bot, "export", "--format", "jsonl").stdout
+    assert exported.count('"denied"') >= 5  # every refusal is audited
+
+
+def test_api_errors_are_one_line(fake_mm, world, bot, clusters):
+    staging, production = clusters
+    staging.add_deployment("web", "api", replicas=1)
+    staging.deny("list", "pods", namespace="web", user="alice")
+    forbidden = ask(fake_mm, world, "!k8s pods in staging")
+    assert (
+        'forbidden by cluster staging-admin: pods is forbidden: User "alice" cannot list '
+        'resource "pods" in API group "" in the namespace "web"'
+    ) in forbidden
+    assert "Traceback" not in forbidden
+    missing = ask(fake_mm, world, "!k8s describe nope in staging")
+    assert 'not found in staging-admin: pods "nope" not found' in missing
+    production.stop()
+    down = ask(fake_mm, world, "!k8s deployments in production", timeout=40)
+    assert "cluster prod-admin is unreachable" in down
+
+
+def test_rollout_that_never_completes(fake_mm, world, bot, clusters):
+    _, production = clusters  # production's controller is fast (tick 0.05s)
+    production.add_deployment("web", "shop", replicas=2, progress_deadline=1)
+    production.stick("web", "shop")
+    question = ask(fake_mm, world, "!k8s rollout restart shop in production")
+    request_id = re.search(r"R-[A-Z0-9]{5}", question).group(0)
+    fake_mm.post_as(world.alice, world.ops, f"!confirm {request_id}")
+    failed = wait_for_message(fake_mm, world, "rollout failed")
+    assert 'rollout failed: ReplicaSet "shop-' in failed and "has timed out progressing" in failed
+    assert "app: CrashLoopBackOff" in failed  # the failing pods' reasons
+
+    # Pitfall: the condition stays ProgressDeadlineExceeded after the pods recovered
+    production.recover("web", "shop")
+    assert production.deployment("web", "shop")["status"]["conditions"][-1]["reason"] == (
+        "ProgressDeadlineExceeded"
+    )
+    status = ask(fake_mm, world, "!k8s rollout status shop in production")
+    assert "rollout complete (2/2 updated, 2 ready)" in status
+
+
+def test_follow_times_out_and_cancel_stops_following(fake_mm, world, bot, clusters):
+    staging, _ = clusters
+    staging.add_deployment("web", "api", replicas=1)
+    staging.stick("web", "api")
+    _, timed_out = watch_progress(
+        fake_mm, world, "!k8s rollout restart api in staging wait=2s", "failed"
+    )
+    assert "still rolling out after 2s" in timed_out
+
+    staging.add_deployment("web", "worker", replicas=1)
+    staging.stick("web", "worker")
+    seen, _ = watch_progress(
+        fake_mm, world, "!k8s rollout restart worker in staging", r"J-[0-9A-F]{5}"
+    )
+    job = re.search(r"J-[0-9A-F]{5}", seen[-1]).group(0)
+    staging.wait_for(lambda: staging._watchers)
+    fake_mm.post_as(world.alice, world.ops, f"!cancel {job}")
+    assert "cancelled by @alice" in wait_for_message(fake_mm, world, "cancelled by")
+    staging.wait_for(lambda: not staging._watchers)  # the watch is closed

@@ -238,10 +238,13 @@ class Kubernetes(BotPlugin):
         """Refuse to start on an inventory naming a context the kubeconfig lacks (``opsroom
         run`` and ``check-config`` say so first, naming the file and key)."""
         try:
-            inventory = ssh_operations().inventory
+            operations = ssh_operations()
         except Refusal:  # no inventory configured: every command will say so
+            operations = None
+        if operations is None or operations.sample:  # the sample's clusters are fictional
             super().activate()
             return
+        inventory = operations.inventory
         wanted = kubernetes_contexts(inventory.document.environments)
         problems = missing_contexts(kubernetes_connector().kubeconfig, wanted)
         if problems:

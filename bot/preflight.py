@@ -18,7 +18,7 @@ from pathlib import Path
 
 import requests
 
-from bot.connectors.kubernetes import kubernetes_connector, missing_contexts
+from bot.connectors.kubernetes import KubeConfig, missing_contexts
 from bot.inventory import Inventory, InventoryError
 from bot.inventory.kubernetes import kubernetes_contexts
 from bot.outcomes import Table
@@ -132,7 +132,7 @@ def kubernetes_problems(inventory: Inventory) -> list[str]:
     """A problem for each ``kubernetes.context`` of the inventory that the kubeconfig
     (``KUBECONFIG``, else ~/.kube/config, else in-cluster) does not have."""
     wanted = kubernetes_contexts(inventory.document.environments)
-    found = missing_contexts(kubernetes_connector().kubeconfig, wanted)
+    found = missing_contexts(KubeConfig.from_environment(), wanted)
     return [f"invalid inventory:\n{inventory.source}: {key}: {text}" for key, text in found.items()]
 
 

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import requests
 
+from bot.connectors.kubernetes import KubeConfig, missing_contexts
 from bot.inventory import Inventory, InventoryError
+from bot.inventory.kubernetes import kubernetes_contexts
 from bot.outcomes import Table
 from bot.rendering import TextRenderer
 from bot.runtime.policy import Policy, PolicyError
@@ -117,11 +119,21 @@ def _inventory(settings: Settings, problems: list[str]) -> str:
     if path is None:
         return NO_INVENTORY
     try:
-        Inventory.load(path)
+        inventory = Inventory.load(path)
     except InventoryError as exc:
         problems.append(f"invalid inventory:\n{exc}")
         return ""
+    if not is_sample:  # the sample's clusters are as fictional as its hosts
+        problems += kubernetes_problems(inventory)
     return f"{path} (SAMPLE: fake *.example.com hosts)" if is_sample else str(path)
+
+
+def kubernetes_problems(inventory: Inventory) -> list[str]:
+    """A problem for each ``kubernetes.context`` of the inventory that the kubeconfig
+    (``KUBECONFIG``, else ~/.kube/config, else in-cluster) does not have."""
+    wanted = kubernetes_contexts(inventory.document.environments)
+    found = missing_contexts(KubeConfig.from_environment(), wanted)
+    return [f"invalid inventory:\n{inventory.source}: {key}: {text}" for key, text in found.items()]
 
 
 def data_dir_problem(path: Path) -> str | None:

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from bot.durations import parse_duration
+from bot.inventory.kubernetes import KubernetesEntry
 from bot.inventory.validation import (
     BRACES,
     HOSTNAME,
@@ -265,6 +266,7 @@ class HostEntry(_Model):
 class EnvironmentEntry(_Model):
     description: str = ""
     hosts: dict[Name, HostEntry] = Field(min_length=1)
+    kubernetes: KubernetesEntry | None = None
 
 
 class Recipe(_Model):

@@ -67,6 +67,7 @@ __all__ = [
     "JenkinsServer",
     "JenkinsUnavailable",
     "JobInfo",
+    "JobPlace",
     "JobSummary",
     "NoJenkins",
     "ParameterDefinition",
@@ -801,8 +802,11 @@ def _current_stage(stages: Sequence[Stage]) -> str | None:
 class JenkinsAccess:
     """The servers and allow-lists of an inventory, with one client per server."""
 
-    def __init__(self, jmap: JenkinsMap, **client_options: Any) -> None:
+    def __init__(
+        self, jmap: JenkinsMap, *, poll_interval: float = 5.0, **client_options: Any
+    ) -> None:
         self.map = jmap
+        self.poll_interval = poll_interval  # the longest pause between two polls of a build
         self._options = client_options
         self._clients: dict[str, JenkinsClient] = {}
         self._lock = threading.Lock()
@@ -846,11 +850,13 @@ def jenkins_access() -> JenkinsAccess:
     """The process's :class:`JenkinsAccess` for the inventory in effect, built on first use
     (again when the inventory file changes). :class:`NoJenkins` when there is none."""
     global _current
-    path, _sample = get_settings().inventory_in_effect()
+    settings = get_settings()
+    path, _sample = settings.inventory_in_effect()
     if path is None:
         raise NoJenkins("OPSROOM_INVENTORY is not set")
     stat = path.stat() if path.exists() else None
-    key = (path.resolve(), stat.st_mtime_ns if stat else None)
+    poll = settings.opsroom_jenkins_poll_interval.total_seconds()
+    key = (path.resolve(), stat.st_mtime_ns if stat else None, poll)
     with _access_lock:
         previous = _current
         if previous is not None and previous[0] == key:
@@ -858,7 +864,7 @@ def jenkins_access() -> JenkinsAccess:
         jmap = JenkinsMap(Inventory.load(path).document, str(path), path.parent)
         if not jmap.configured:
             raise NoJenkins(f"no environment of {path} has a jenkins: section")
-        access = JenkinsAccess(jmap)
+        access = JenkinsAccess(jmap, poll_interval=poll)
         _current = (key, access)
     if previous is not None:
         previous[1].close()

@@ -462,11 +462,11 @@ class JenkinsClient:
             parent, items = pending.pop(0)
             for item in items:
                 name = f"{parent}/{item['name']}" if parent else str(item["name"])
-                if "jobs" in item:
-                    if item["jobs"] is None:  # deeper than one request reads: ask that folder
-                        pending.append((name, self._folder_jobs(name)))
-                    else:
-                        pending.append((name, item["jobs"]))
+                if "jobs" in item or "color" not in item:  # a folder (jobs have a color)
+                    children = item.get("jobs")
+                    if children is None:  # deeper than one request reads: ask that folder
+                        children = self._folder_jobs(name)
+                    pending.append((name, children))
                     continue
                 found.append(
                     JobSummary(

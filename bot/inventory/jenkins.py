@@ -40,7 +40,6 @@ from bot.errors import OpsroomError, Refusal, UnknownTarget
 from bot.inventory.validation import (
     NAME,
     NAME_RULE,
-    AmbiguousTarget,
     NotAllowed,
     check_value,
     hint,
@@ -271,7 +270,10 @@ class JenkinsMap:
                 f"(see !jenkins jobs; the inventory's environments.<env>.jenkins.jobs decide)"
             )
         if len(matching) > 1:
-            raise AmbiguousTarget(job, matching)
+            raise Refusal(
+                f"Jenkins job {job} is allowed in {' and '.join(matching)}: name the "
+                f"environment (in {matching[0]})"
+            )
         name = matching[0]
         return JobPlace(job, name, self.environments[name].server)
 

@@ -264,8 +264,10 @@ def _parameters(actions: Any) -> tuple[tuple[str, str], ...]:
     found: list[tuple[str, str]] = []
     for action in actions or ():
         for parameter in (action or {}).get("parameters") or ():
-            if "name" in parameter:
-                found.append((str(parameter["name"]), str(parameter.get("value", ""))))
+            if "name" in parameter and "value" in parameter:  # a password has no value
+                value = parameter["value"]
+                text = str(value).lower() if isinstance(value, bool) else str(value)
+                found.append((str(parameter["name"]), text))
     return tuple(found)
 
 

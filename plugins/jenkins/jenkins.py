@@ -76,6 +76,8 @@ def _check_listing(plugin: Jenkins, values: Mapping[str, Any]) -> None:
 
 
 def _clock(seconds: float) -> str:
+    if seconds < 10:
+        return f"{max(0.0, seconds):.1f}s"
     minutes, seconds = divmod(max(0, round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     if hours:
@@ -120,7 +122,7 @@ def _build_table(build: BuildInfo) -> Table:
         ("link", build.url),
         *[(f"param {name}", value) for name, value in shown],
     ]
-    return Table(("", ""), rows)
+    return Table(("build", f"#{build.number}"), rows)
 
 
 class Jenkins(BotPlugin):

@@ -133,7 +133,9 @@ def test_the_summary_on_mattermost_without_an_inventory_says_so(tmp_path):
     assert rows["teams"] == "ops, platform"
     assert rows["policy"] == f"{policy} (roles: deployer)"
     assert rows["inventory"] == "none: SSH commands answer that no inventory is configured"
-    assert rows["plugins"] == "OpsroomHelp, Jenkins, Opsroom, Runtime, SSHOps, CacheFlush, DiskUsage"
+    assert (
+        rows["plugins"] == "OpsroomHelp, Jenkins, Opsroom, Runtime, SSHOps, CacheFlush, DiskUsage"
+    )
 
 
 def test_an_empty_policy_is_accepted_with_a_warning(tmp_path):

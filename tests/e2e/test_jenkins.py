@@ -261,3 +261,13 @@ def test_status_console_jobs_queue(fake_mm, world, jenkins, jbot):
     say(fake_mm, world, "!jenkins build team/app/slow")
     queue = final(fake_mm, say(fake_mm, world, "!jenkins queue"), "queued build")
     assert "team/app/slow" in queue and "Waiting for next available executor" in queue
+
+
+def test_abort_command_stops_a_running_build(fake_mm, world, jenkins, jbot):
+    jenkins.jobs["team/app/slow"].queue_seconds = 0
+    build = say(fake_mm, world, "!jenkins build team/app/slow")
+    wait_until(lambda: "running" in current(fake_mm, build), message="running progress")
+    answer = final(fake_mm, say(fake_mm, world, "!jenkins abort team/app/slow 1"), "succeeded")
+    assert "team/app/slow #1: abort requested" in answer
+    text = final(fake_mm, build, "failed")
+    assert "team/app/slow #1 ABORTED" in text and "Aborted by opsbot" in text

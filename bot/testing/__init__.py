@@ -67,6 +67,7 @@ from bot.runtime.audit import AuditRecord
 from bot.runtime.runtime import Runtime
 from bot.settings import get_settings
 from bot.shipped import plugins_dir
+from bot.testing.fake_jenkins import FakeJenkins, fake_jenkins
 from bot.testing.fake_mattermost import FakeMattermost
 from bot.testing.fake_mattermost.fixtures import fake_mm
 
@@ -74,12 +75,14 @@ __all__ = [
     "OPSROOM_PLUGINS_DIR",
     "OTHER_USER",
     "TEST_USER",
+    "FakeJenkins",
     "FakeMattermost",
     "OpsroomTestEnv",
     "audit_id",
     "audit_records",
     "configure_opsroom",
     "errbot_config",
+    "fake_jenkins",
     "fake_mm",
     "job_id",
     "opsroom",

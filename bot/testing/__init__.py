@@ -67,7 +67,7 @@ from bot.runtime.audit import AuditRecord
 from bot.runtime.runtime import Runtime
 from bot.settings import get_settings
 from bot.shipped import plugins_dir
-from bot.testing.fake_jenkins import FakeJenkins, fake_jenkins
+from bot.testing.fake_jenkins import FakeJenkins
 from bot.testing.fake_mattermost import FakeMattermost
 from bot.testing.fake_mattermost.fixtures import fake_mm
 
@@ -82,7 +82,6 @@ __all__ = [
     "audit_records",
     "configure_opsroom",
     "errbot_config",
-    "fake_jenkins",
     "fake_mm",
     "job_id",
     "opsroom",

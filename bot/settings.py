@@ -106,6 +106,9 @@ class Settings(BaseSettings):
         timedelta(hours=1), description="... and at least this often when there are new ones"
     )
     opsroom_job_workers: int = Field(16, ge=1, le=256)
+    opsroom_jenkins_poll_interval: Duration = Field(
+        timedelta(seconds=5), description="longest pause between two polls of a followed build"
+    )
 
     @field_validator("mattermost_url", mode="before")
     @classmethod
@@ -138,6 +141,7 @@ class Settings(BaseSettings):
         "opsroom_ws_ping_interval",
         "opsroom_reconnect_max_delay",
         "mattermost_request_timeout",
+        "opsroom_jenkins_poll_interval",
     )
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
@@ -198,9 +202,13 @@ class Settings(BaseSettings):
 
     @property
     def secrets(self) -> list[str]:
-        """Values that must never appear in logs, chat or the audit log: the token and the
-        values of the variables named in ``OPSROOM_REDACT_ENV``."""
+        """Values that must never appear in logs, chat or the audit log: the token, the
+        values of the variables named in ``OPSROOM_REDACT_ENV`` and the inventory's Jenkins
+        API tokens."""
+        from bot.inventory.jenkins import jenkins_secrets  # the inventory reads settings
+
         values = [self.token, *(os.environ.get(name, "") for name in self.opsroom_redact_env)]
+        values += jenkins_secrets(self.inventory_in_effect()[0])
         return [value for value in values if value]
 
     def inventory_in_effect(self) -> tuple[Path | None, bool]:

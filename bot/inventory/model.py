@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from bot.durations import parse_duration
+from bot.inventory.jenkins import EnvironmentJenkins, JenkinsSection, jenkins_problems
 from bot.inventory.kubernetes import KubernetesEntry
 from bot.inventory.validation import (
     BRACES,
@@ -267,6 +268,7 @@ class EnvironmentEntry(_Model):
     description: str = ""
     hosts: dict[Name, HostEntry] = Field(min_length=1)
     kubernetes: KubernetesEntry | None = None
+    jenkins: EnvironmentJenkins | None = None
 
 
 class Recipe(_Model):
@@ -346,6 +348,7 @@ class InventoryDocument(_Model):
     environments: dict[Name, EnvironmentEntry] = Field(min_length=1)
     recipes: dict[Name, Recipe] = Field(default_factory=dict)
     deploys: dict[Name, Deploy] = Field(default_factory=dict)
+    jenkins: JenkinsSection | None = None
 
 
 # --- cross-references, checked after the structure ----------------------------------------------
@@ -379,7 +382,7 @@ def _declared(params: Mapping[str, Param]) -> str:
 
 def cross_check(doc: InventoryDocument) -> list[tuple[Loc, str]]:
     """Problems that span keys: names used twice, references to things that do not exist."""
-    problems: list[tuple[Loc, str]] = []
+    problems: list[tuple[Loc, str]] = jenkins_problems(doc)
     first_env: dict[str, str] = {}
     for env, entry in doc.environments.items():
         for name in entry.hosts:

@@ -67,6 +67,7 @@ from bot.runtime.audit import AuditRecord
 from bot.runtime.runtime import Runtime
 from bot.settings import get_settings
 from bot.shipped import plugins_dir
+from bot.testing.fake_jenkins import FakeJenkins
 from bot.testing.fake_mattermost import FakeMattermost
 from bot.testing.fake_mattermost.fixtures import fake_mm
 
@@ -74,6 +75,7 @@ __all__ = [
     "OPSROOM_PLUGINS_DIR",
     "OTHER_USER",
     "TEST_USER",
+    "FakeJenkins",
     "FakeMattermost",
     "OpsroomTestEnv",
     "audit_id",

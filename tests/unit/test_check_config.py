@@ -112,7 +112,7 @@ def test_the_summary_on_the_terminal_names_the_sample_inventory(tmp_path):
     assert rows["backend"].startswith("terminal")
     assert rows["policy"] == "none: reads open, every change denied"
     assert rows["inventory"] == f"{sample_inventory_path()} (SAMPLE: fake *.example.com hosts)"
-    assert rows["plugins"] == "OpsroomHelp, Kubernetes, Opsroom, Runtime, SSHOps"
+    assert rows["plugins"] == "OpsroomHelp, Jenkins, Kubernetes, Opsroom, Runtime, SSHOps"
     assert rows["data directory"] == str(tmp_path / "data")
     assert "warning" not in result.stdout
 
@@ -135,7 +135,7 @@ def test_the_summary_on_mattermost_without_an_inventory_says_so(tmp_path):
     assert rows["inventory"] == "none: SSH commands answer that no inventory is configured"
     assert (
         rows["plugins"]
-        == "OpsroomHelp, Kubernetes, Opsroom, Runtime, SSHOps, CacheFlush, DiskUsage"
+        == "OpsroomHelp, Jenkins, Kubernetes, Opsroom, Runtime, SSHOps, CacheFlush, DiskUsage"
     )
 
 

@@ -84,7 +84,7 @@ def test_tls(tmp_path):
 
 def test_settings_validate_the_listen_address_and_the_tls_pair(tmp_path):
     assert load_settings().opsroom_http_listen == "127.0.0.1:8080"
-    with pytest.raises(SettingsError, match="OPSROOM_HTTP_LISTEN: .*host:port"):
+    with pytest.raises(SettingsError, match=r"OPSROOM_HTTP_LISTEN: .*host:port"):
         load_settings(opsroom_http_listen="8080")
     with pytest.raises(SettingsError, match="go together"):
         load_settings(opsroom_http_tls_cert=tmp_path / "c.pem")

@@ -362,10 +362,13 @@ def test_rules_are_checked_against_the_actions_signatures(tmp_path):
         config, {"service.restart": RESTART, "health.check": HEALTH}, "alerts.yaml"
     )
     assert problems == [
-        "alerts.yaml: rules.0.action: unknown action 'service.reboot' (known: health.check, service.restart)",
-        "alerts.yaml: rules.1.arguments.hots: service.restart has no parameter 'hots' (parameters: service, host)",
+        "alerts.yaml: rules.0.action: unknown action 'service.reboot' "
+        "(known: health.check, service.restart)",
+        "alerts.yaml: rules.1.arguments.hots: service.restart has no parameter 'hots' "
+        "(parameters: service, host)",
         "alerts.yaml: rules.1.arguments: service.restart needs 'host'",
-        "alerts.yaml: rules.2.verify.action: service.restart is a change action; verify with a read action",
+        "alerts.yaml: rules.2.verify.action: service.restart is a change action; "
+        "verify with a read action",
     ]
 
 

@@ -7,7 +7,8 @@ batch the engine processes). Follow-ups (remediation runs, escalations) go in it
 
 Storm control: at most ``posts_per_minute`` new group posts per channel and minute; past
 that, the first group left out posts one summary ("alert storm: N more groups..."), which
-later ones edit. Left-out groups are posted when they next change in a calmer minute;
+later ones edit, and the follow-ups of left-out groups (remediation runs) go in the
+summary's thread. Left-out groups are posted when they next change in a calmer minute;
 ``!alerts list`` shows every alert meanwhile.
 """
 
@@ -177,8 +178,12 @@ class GroupPosts:
             self.surface.edit(storm.summary, text, final=True)
 
     def thread(self, group: GroupId) -> Place:
-        """Where follow-ups of the group go: its post's thread, else the channel."""
+        """Where follow-ups of the group go: its post's thread; for a group a storm kept
+        out of the channel, the storm summary's thread (the channel stays readable)."""
         place = self.place(group[2])
         posted = self._handle(group)
+        if posted is None:
+            storm = self._storms.get(group[2])
+            posted = storm.summary if storm is not None else None
         post_id = posted.post_id(POST_ID_WAIT_SECONDS) if posted is not None else None
         return Place(place.channel, post_id) if post_id else place

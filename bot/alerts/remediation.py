@@ -290,6 +290,11 @@ class Remediator:
             self._follow(rule, run, now)
 
     def _follow(self, rule: Rule, run: Run, now: float) -> None:
+        job = self.runtime.executor.get(run.job_id)
+        if job is not None and not job.status.finished:
+            if run.state == "awaiting approval":
+                self.store.update_run(run.id, state="started")
+            return  # still queued or running: nothing in the audit log to read yet
         records = self.runtime.audit.by_job(run.job_id)
         events = [r.event for r in records]
         if AuditEvent.STARTED in events and run.state == "awaiting approval":

@@ -10,8 +10,18 @@ import requests
 
 from bot.alerts.config import Server
 from bot.alerts.matchers import Matcher
-from bot.alerts.model import Alert, Status
+from bot.alerts.model import Alert, Status, canonical_time
 from bot.errors import ActionFailed
+
+
+def _status(ends_at: str) -> Status:
+    """Firing until its ``endsAt`` has passed (an alert Alertmanager holds may be active,
+    silenced or inhibited: all three are still firing)."""
+    try:
+        ended = datetime.fromisoformat(canonical_time(ends_at).replace("Z", "+00:00"))
+    except ValueError:
+        return Status.FIRING
+    return Status.RESOLVED if ended <= datetime.now(UTC) else Status.FIRING
 
 
 class ServerClient:
@@ -52,11 +62,11 @@ class Alertmanager(ServerClient):
         return [
             Alert(
                 fingerprint=a["fingerprint"],
-                status=Status.FIRING if a["status"]["state"] == "active" else Status.RESOLVED,
+                status=_status(a.get("endsAt", "")),
                 labels=a.get("labels", {}),
                 annotations=a.get("annotations", {}),
-                starts_at=a.get("startsAt", ""),
-                ends_at=a.get("endsAt", ""),
+                starts_at=canonical_time(a.get("startsAt", "")),
+                ends_at=canonical_time(a.get("endsAt", "")),
                 generator_url=a.get("generatorURL", ""),
             )
             for a in found

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 
 
@@ -40,6 +42,23 @@ class Notification:
     alerts: tuple[Alert, ...]
     truncated: int = 0  # alerts the sender left out (Alertmanager's max_alerts)
     group_labels: Mapping[str, str] = field(default_factory=dict)
+
+
+_FRACTION = re.compile(r"(\.\d{1,6})\d*")
+
+
+def canonical_time(text: str) -> str:
+    """An RFC 3339 time in one spelling (UTC, ``Z``, microseconds only when there are
+    any), since it is part of an alert's identity and Alertmanager writes the same instant
+    as ``...00Z`` in webhooks and ``...00.000Z`` in its API. Left as is when unparseable."""
+    try:
+        when = datetime.fromisoformat(_FRACTION.sub(r"\1", text.strip()).replace("Z", "+00:00"))
+    except ValueError:
+        return text
+    if when.tzinfo is None:
+        return text
+    spelled = when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return spelled.replace(".000000Z", "Z")
 
 
 def fingerprint_of(labels: Mapping[str, str]) -> str:

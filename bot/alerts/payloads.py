@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.alerts.config import Mapping_
-from bot.alerts.model import Alert, Notification, Status, fingerprint_of
+from bot.alerts.model import Alert, Notification, Status, canonical_time, fingerprint_of
 
 MAX_ALERTS = 10_000  # per request
 MAX_LABELS = 100
@@ -82,8 +82,8 @@ def _alert(raw: _AlertIn) -> Alert:
         status=raw.status,
         labels=labels,
         annotations=_checked(raw.annotations, "annotations"),
-        starts_at=raw.startsAt,
-        ends_at=raw.endsAt,
+        starts_at=canonical_time(raw.startsAt),
+        ends_at=canonical_time(raw.endsAt),
         generator_url=raw.generatorURL,
     )
 
@@ -153,8 +153,8 @@ def parse_generic(body: Any, receiver: str, mapping: Mapping_) -> list[Notificat
             status=Status.FIRING if status in mapping.firing else Status.RESOLVED,
             labels=labels,
             annotations=_checked(text, f"{where}.{mapping.annotations}"),
-            starts_at=_text(item, mapping.starts_at, "-")[:64],
-            ends_at=_text(item, mapping.ends_at)[:64],
+            starts_at=canonical_time(_text(item, mapping.starts_at, "-")[:64]),
+            ends_at=canonical_time(_text(item, mapping.ends_at)[:64]),
             generator_url=_text(item, mapping.generator_url),
         )
         groups.setdefault(_text(item, mapping.group_key) or fingerprint, []).append(alert)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -211,3 +212,50 @@ def test_a_restart_between_firing_and_resolving_keeps_the_post_and_runs_once(
     )
     assert len([p for p in ops_posts(fake_mm, world) if not p.get("root_id")]) == 1
     assert len([c for c in host.systemctl_calls() if c[:1] == ["restart"]]) == 1
+
+
+def test_commands_list_silence_and_steer_the_rules(fake_mm, world, make_bot, exporter, stack):
+    policy_file = Path(stack["env"]["OPSROOM_POLICY"])
+    policy = yaml.safe_load(policy_file.read_text())
+    policy["roles"]["oncall"] = {
+        "members": ["@alice"],
+        "grants": [{"action": "remediation.*"}, {"action": "alerts.silence"}],
+    }
+    policy_file.write_text(yaml.safe_dump(policy))
+    make_bot(**stack["env"]).wait_for_log("alert receiver am (alertmanager)")
+
+    def ask(command, expect):
+        before = len(fake_mm.posts_by(world.bot))
+        fake_mm.post_as(world.alice, world.ops, command)
+        return wait_until(
+            lambda: next(
+                (
+                    fake_mm.get_post(p["id"])["message"]
+                    for p in fake_mm.posts_by(world.bot)[before:]
+                    if expect in fake_mm.get_post(p["id"])["message"]
+                ),
+                None,
+            ),
+            timeout=20,
+            message=f"{command} answering {expect!r}",
+        )
+
+    exporter.set("nginx", "web0", False)
+    wait_until(lambda: group_post(fake_mm, world), message="the group post")
+    listed = ask("!alerts list service=nginx", "firing alert(s)")
+    assert "ServiceDown" in listed and "host=web0" in listed
+    assert "0 firing alert(s)" in ask("!alerts list service=postgres", "firing alert(s)")
+    ask("!remediation pause restart-down-service because maintenance", "paused")
+    status = ask("!remediation status", "restart-down-service")
+    assert "paused" in status
+    ask("!remediation resume restart-down-service", "resumed")
+    history = ask("!remediation history restart-down-service", "decision(s) of rule")
+    assert "ServiceDown" in history
+    refused = ask("!remediation pause nope", "no remediation rule")
+    assert "restart-down-service" in refused
+    said = ask(
+        '!alerts silence alertname=ServiceDown host=~"web.*" for 1h because deploy', "silenced"
+    )
+    assert 'alertname="ServiceDown", host=~"web.*" for 1h' in said
+    silences = [s for s in stack["am"].silences() if s["comment"] == "deploy"]
+    assert silences and silences[0]["createdBy"] == "@alice"

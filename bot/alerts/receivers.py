@@ -17,6 +17,7 @@ are logged once per source and reason per interval (:class:`~bot.alerts.auth.Ref
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -77,7 +78,7 @@ class Receiver:
                 {"error": refused.reason}, status=refused.status, headers=headers
             )
         received = sum(len(n.alerts) for n in notifications)
-        new = self.store.add(notifications, self.clock())
+        new = await asyncio.wrap_future(self.store.submit(notifications, self.clock()))
         self.on_stored(notifications)
         return web.json_response({"received": received, "new": new})
 

@@ -2,7 +2,9 @@
 
 - ``events``: every alert state a notification reported, once: unique on
   (fingerprint, startsAt, status). A receiver answers 2xx only after the insert is
-  committed, so a crash after the answer loses nothing; a byte-identical repeat (Alertmanager's
+  committed (:meth:`AlertStore.submit`: one writer thread commits what every request
+  waiting at that moment brought in one transaction, one fsync for all of them), so a
+  crash after the answer loses nothing; a byte-identical repeat (Alertmanager's
   ``repeat_interval``, or its re-send of a request still open) inserts nothing. ``processed``
   marks what the engine has handled; what it has not is picked up again after a restart.
 - ``alerts``: the current state of each fingerprint (what ``!alerts list`` shows).
@@ -15,9 +17,11 @@
 from __future__ import annotations
 
 import json
+import queue
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,8 +177,15 @@ class AlertStore:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
         self._lock = threading.RLock()
+        self._writes: queue.SimpleQueue[tuple[list[Notification], float, Future[int]] | None]
+        self._writes = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="opsroom-alert-store")
+        self._writer.daemon = True
+        self._writer.start()
 
     def close(self) -> None:
+        self._writes.put(None)
+        self._writer.join(10)
         with self._lock:
             self._db.close()
 
@@ -203,9 +214,49 @@ class AlertStore:
         return None
 
     # --- receiving ---------------------------------------------------------------------
+    def submit(self, notifications: list[Notification], received_at: float) -> Future[int]:
+        """:meth:`add` on the writer thread, committed together with whatever other
+        requests are waiting (group commit); the future holds how many states were new
+        once they are on disk."""
+        result: Future[int] = Future()
+        self._writes.put((notifications, received_at, result))
+        return result
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._writes.get()
+            if first is None:
+                return
+            batch = [first]
+            while True:
+                try:
+                    more = self._writes.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._writes.put(None)  # stop after this batch
+                    break
+                batch.append(more)
+            try:
+                with self._tx() as db:
+                    counts = [self._insert(db, n, at) for n, at, _ in batch]
+            except BaseException as exc:
+                for _, _, future in batch:
+                    future.set_exception(exc)
+                continue
+            for (_, _, future), count in zip(batch, counts, strict=True):
+                future.set_result(count)
+
     def add(self, notifications: Iterable[Notification], received_at: float) -> int:
         """Store every alert state not seen before, in one transaction; returns how many
         were new."""
+        with self._tx() as db:
+            return self._insert(db, notifications, received_at)
+
+    @staticmethod
+    def _insert(
+        db: sqlite3.Connection, notifications: Iterable[Notification], received_at: float
+    ) -> int:
         rows = [
             (
                 a.fingerprint,
@@ -222,15 +273,14 @@ class AlertStore:
             for n in notifications
             for a in n.alerts
         ]
-        with self._tx() as db:
-            before = db.total_changes
-            db.executemany(
-                "INSERT OR IGNORE INTO events (fingerprint, starts_at, status, receiver, "
-                "group_key, labels, annotations, ends_at, generator_url, received_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            return db.total_changes - before
+        before = db.total_changes
+        db.executemany(
+            "INSERT OR IGNORE INTO events (fingerprint, starts_at, status, receiver, "
+            "group_key, labels, annotations, ends_at, generator_url, received_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        return db.total_changes - before
 
     def pending(self, limit: int = 1000) -> list[Event]:
         rows = self._query("SELECT * FROM events WHERE processed = 0 ORDER BY id LIMIT ?", (limit,))

@@ -240,7 +240,10 @@ class Rule(_Strict):
     def _verify_pair(self) -> Rule:
         if (self.verify_within is None) != (self.verify is None):
             raise ValueError("verify_within and verify go together")
-        for value in self.arguments.values():
+        checked = list(self.arguments.values())
+        if self.verify is not None:
+            checked += [self.verify.prometheus or "", *self.verify.arguments.values()]
+        for value in checked:
             for name in templates.fields(value):
                 problem = templates.field_problem(name)
                 if problem:

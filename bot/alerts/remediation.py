@@ -326,6 +326,7 @@ class Remediator:
                 self._run_place(run), f"✅ rule {rule.name}: {run.alert_name} recovered ({detail})"
             )
             return
+        self._finished(rule, run, f"not recovered: {detail}", success=False, state="not recovered")
         mentions = " ".join(rule.mention or self.posts.mentions(run.route))
         assert rule.verify_within is not None
         within = _human(rule.verify_within)
@@ -334,21 +335,20 @@ class Remediator:
             f"🚨 rule {rule.name} ran `{run.command}` but {run.alert_name} has not recovered "
             f"after {within} ({detail}): a person is needed {mentions}".rstrip(),
         )
-        self._finished(rule, run, f"not recovered: {detail}", success=False, state="not recovered")
 
     def _check(self, rule: Rule, run: Run) -> tuple[bool, str]:
         verify = rule.verify
         assert verify is not None
+        current = self.store.current(run.fingerprint)
+        if current is None:
+            return False, "the alert is no longer known"
         if verify.prometheus is not None:
             assert self.prometheus is not None
-            return self.prometheus.healthy(verify.prometheus)
+            return self.prometheus.healthy(templates.render(verify.prometheus, current.alert))
         assert verify.action is not None
         ref = self.actions().get(verify.action)
         if ref is None:
             return False, f"{verify.action} is not loaded"
-        current = self.store.current(run.fingerprint)
-        if current is None:
-            return False, "the alert is no longer known"
         spec, plugin = ref
         values = {k: templates.render(v, current.alert) for k, v in verify.arguments.items()}
         caller = RuleCaller(

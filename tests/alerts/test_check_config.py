@@ -8,7 +8,9 @@ import subprocess
 
 import yaml
 
-from tests.unit.test_check_config import opsroom, summary
+from tests.unit.test_check_config import ROOT, opsroom, summary
+
+EXAMPLE = ROOT / "examples" / "alerts.yaml"
 
 
 def alerts_file(tmp_path, **rule):
@@ -74,3 +76,15 @@ def test_a_busy_http_port_stops_start_up(tmp_path):
     assert (
         f"OPSROOM_HTTP_LISTEN: cannot listen on {listen}: Address already in use" in result.stderr
     )
+
+
+def test_the_example_alerts_file_is_valid(tmp_path):
+    env = {
+        "OPSROOM_ALERTS": str(EXAMPLE),
+        "ALERTMANAGER_TOKEN": "x" * 32,
+        "GRAFANA_WEBHOOK_SECRET": "y" * 32,
+        "UPTIME_TOKEN": "z" * 32,
+    }
+    result = opsroom("check-config", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert summary(result.stdout)["alerts"] == f"{EXAMPLE} (3 receivers, 3 routes, 2 rules)"

@@ -32,7 +32,8 @@ FROM python:3.11-slim
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    OPSROOM_DATA_DIR=/data
+    OPSROOM_DATA_DIR=/data \
+    OPSROOM_HTTP_LISTEN=0.0.0.0:8080
 
 # Fixed uid/gid so that volume and secret-file ownership can be set up on the host.
 # /data is created and chowned *before* the VOLUME instruction: a new named volume is
@@ -51,6 +52,8 @@ COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 
 VOLUME ["/data"]
+# The bot's HTTP server: alert receivers (authenticated), /healthz and /readyz.
+EXPOSE 8080
 USER opsroom:opsroom
 
 # Exits 0 while the bot's heartbeat file under $OPSROOM_DATA_DIR is fresh.  The

@@ -28,6 +28,13 @@ test: $(STAMP)
 	      apt-get install -y --no-install-recommends openssh-server; \
 	  else echo "openssh-server is not installed and we are not root: the SSH tests will skip"; fi; \
 	fi
+	@# The alert tests run Debian's Prometheus and Alertmanager on loopback (tests/alerts).
+	@if ! command -v prometheus >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y --no-install-recommends prometheus prometheus-alertmanager; \
+	  else echo "prometheus/alertmanager are not installed and we are not root: the alert e2e tests will skip"; fi; \
+	fi
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -39,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/roundtrip.py
 	$(BIN)/python bench/jobs.py
 	$(BIN)/python bench/audit.py
+	$(BIN)/python bench/alerts.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -13,12 +13,16 @@ from __future__ import annotations
 import configparser
 import os
 import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 
+from bot.alerts.config import AlertsConfigError, check_rules, load_config
+from bot.backends.registry import declared_actions
 from bot.connectors.kubernetes import KubeConfig, missing_contexts
+from bot.http.server import parse_listen
 from bot.inventory import Inventory, InventoryError
 from bot.inventory.kubernetes import kubernetes_contexts
 from bot.outcomes import Table
@@ -29,6 +33,7 @@ from bot.shipped import plugins_dir
 
 NO_POLICY = "none: reads open, every change denied"
 NO_INVENTORY = "none: SSH commands answer that no inventory is configured"
+NO_ALERTS = "none (OPSROOM_ALERTS unset)"
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,8 @@ class InEffect:
     plugins: str
     data_dir: str
     warnings: list[str] = field(default_factory=list)
+    http: str = "none"
+    alerts: str = NO_ALERTS
 
     def table(self) -> str:
         rows = [
@@ -51,6 +58,8 @@ class InEffect:
             ("inventory", self.inventory),
             ("plugins", self.plugins),
             ("data directory", self.data_dir),
+            ("http", self.http),
+            ("alerts", self.alerts),
         ]
         return TextRenderer(width=None).table(Table(("setting", "in effect"), rows))
 
@@ -76,6 +85,8 @@ def preflight(settings: Settings) -> InEffect:
                 f"OPSROOM_EXTRA_PLUGIN_DIRS: {folder} is not a directory; "
                 "fix the path or remove it from the list"
             )
+    http = _http(settings, problems)
+    alerts = _alerts(settings, plugin_dirs, problems)
     if problems:
         raise SettingsError("\n".join(problems))
     if settings.mattermost_url:
@@ -92,6 +103,58 @@ def preflight(settings: Settings) -> InEffect:
         plugins=", ".join(plugin_names(plugin_dirs)) or "none",
         data_dir=str(data_dir),
         warnings=warnings,
+        http=http,
+        alerts=alerts,
+    )
+
+
+def _http(settings: Settings, problems: list[str]) -> str:
+    """The HTTP server's address, checked to be free now (a busy port stops start-up)."""
+    listen = settings.opsroom_http_listen
+    if not listen:
+        return "none (OPSROOM_HTTP_LISTEN is empty)"
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        problems.append(
+            f"OPSROOM_HTTP_LISTEN: cannot listen on {listen}: {exc.strerror}; "
+            "choose a free host:port"
+        )
+        return ""
+    tls = " (TLS)" if settings.opsroom_http_tls_cert else ""
+    return f"{listen}{tls}: /healthz, /readyz and the alert receivers"
+
+
+def _alerts(settings: Settings, plugin_dirs: list[Path], problems: list[str]) -> str:
+    """The alerts file, validated; its rules checked against the actions the plugins
+    declare (an unknown action or parameter stops start-up)."""
+    path = settings.opsroom_alerts
+    if path is None:
+        return NO_ALERTS
+    try:
+        config = load_config(path)
+    except AlertsConfigError as exc:
+        problems.append(f"invalid alerts file:\n{exc}")
+        return ""
+    if config.rules:
+        actions, broken = declared_actions(plugin_dirs)
+        found = check_rules(config, actions, str(path))
+        if found:
+            problems.append("invalid alerts file:\n" + "\n".join(found + broken))
+            return ""
+    if config.receivers and not settings.opsroom_http_listen:
+        problems.append(
+            f"OPSROOM_ALERTS: {path} has receivers but OPSROOM_HTTP_LISTEN is empty; "
+            "set it to the address the senders post to"
+        )
+        return ""
+    return (
+        f"{path} ({len(config.receivers)} receivers, {len(config.routes)} routes, "
+        f"{len(config.rules)} rules)"
     )
 
 

@@ -110,6 +110,16 @@ class Settings(BaseSettings):
         timedelta(seconds=5), description="longest pause between two polls of a followed build"
     )
 
+    # --- HTTP server and alerts ------------------------------------------------------------
+    opsroom_http_listen: str = Field(
+        "127.0.0.1:8080", description="host:port of the bot's HTTP server; empty = no server"
+    )
+    opsroom_http_tls_cert: Path | None = Field(None, description="PEM certificate (chain)")
+    opsroom_http_tls_key: Path | None = Field(None, description="PEM private key")
+    opsroom_alerts: Path | None = Field(
+        None, description="YAML alert receivers, routes and remediation rules"
+    )
+
     @field_validator("mattermost_url", mode="before")
     @classmethod
     def _url_has_a_scheme(cls, value: object) -> object:
@@ -122,6 +132,24 @@ class Settings(BaseSettings):
                     f"must start with https:// or http:// (e.g. https://{value.rstrip('/')})"
                 )
         return value
+
+    @field_validator("opsroom_http_listen")
+    @classmethod
+    def _listen_address(cls, value: str) -> str:
+        from bot.http.server import parse_listen
+
+        value = value.strip()
+        if value:
+            parse_listen(value)  # ValueError names what was expected
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.opsroom_http_tls_cert is None) != (self.opsroom_http_tls_key is None):
+            raise ValueError(
+                "OPSROOM_HTTP_TLS_CERT and OPSROOM_HTTP_TLS_KEY go together: set both or neither"
+            )
+        return self
 
     @field_validator("opsroom_log_level", mode="before")
     @classmethod

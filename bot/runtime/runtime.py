@@ -258,11 +258,13 @@ class Runtime:
         caller: Caller,
         place: Place | None = None,
         post_id: str = "",
-    ) -> None:
+    ) -> str:
         """The one entry point: a request from chat (``arguments`` as typed), an alert
         rule or the CLI (``arguments`` already bound by name). It is validated, checked,
         authorized, confirmed or approved as needed, and run as a job; every step is
-        recorded and told to ``place`` (if any)."""
+        recorded and told to ``place`` (if any). Returns the job id given out (the run's
+        records in the audit log carry it: ``audit.by_job``), or "" when the request was
+        refused or denied before it got one."""
         correlation_id = f"C-{secrets.token_hex(4)}"
         try:
             values = (
@@ -272,7 +274,7 @@ class Runtime:
             shown = arguments if isinstance(arguments, str) else dict(arguments)
             run = _Run(spec, plugin, {"arguments": shown}, caller, place, post_id, correlation_id)
             self._refuse(run, f"invalid arguments: {exc}", str(exc), usage=True)
-            return
+            return ""
         run = _Run(spec, plugin, values, caller, place, post_id, correlation_id)
         if not run.reads:
             self.record(AuditEvent.REQUESTED, run)
@@ -281,7 +283,7 @@ class Runtime:
             environment = run.environment
         except Refusal as exc:  # the action's own checks (unknown host, service, namespace)
             self._refuse(run, str(exc), str(exc))
-            return
+            return ""
         decision = self.policy.authorize(
             caller.principal, spec.name, spec.risk, environment, values
         )
@@ -292,13 +294,14 @@ class Runtime:
                 f"{run.command(self.prefix)} was denied: {decision.reason} (audit {denied.id})",
             )
             self._say(run, notices.Denied(run.command(self.prefix), decision.reason, _ref(denied)))
-            return
+            return ""
         run.job_id = self.executor.reserve_id()
         kind = self._gate(spec, environment)
         if kind is None:
             self._start(run)
         else:
             self._ask(run, kind)
+        return run.job_id
 
     def _refuse(self, run: _Run, recorded: str, reason: str, usage: bool = False) -> None:
         denied = self.record(AuditEvent.DENIED, run, recorded)

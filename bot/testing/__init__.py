@@ -169,6 +169,7 @@ def configure_opsroom(
     env_file.write_text("# settings of this test come from the environment\n", encoding="utf-8")
     monkeypatch.setenv("OPSROOM_ENV_FILE", str(env_file))
     monkeypatch.setenv("OPSROOM_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("OPSROOM_HTTP_LISTEN", "127.0.0.1:0")  # never a fixed port in tests
     policy_file = None
     if policy is not None:
         policy_file = tmp_path / "policy.yaml"

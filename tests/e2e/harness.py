@@ -65,6 +65,7 @@ class BotProcess:
             "OPSROOM_WS_PING_INTERVAL": "2s",
             "OPSROOM_RECONNECT_MAX_DELAY": "2s",
             "OPSROOM_EXTRA_PLUGIN_DIRS": str(TEST_PLUGINS),
+            "OPSROOM_HTTP_LISTEN": "127.0.0.1:0",  # a free port: bots may run side by side
             "PYTHONUNBUFFERED": "1",
             **env,
         }

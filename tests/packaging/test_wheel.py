@@ -82,6 +82,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
         for k, v in os.environ.items()
         if not k.startswith(("OPSROOM_", "MATTERMOST_")) and k not in ("PYTHONPATH", "VIRTUAL_ENV")
     }
+    env["OPSROOM_HTTP_LISTEN"] = "127.0.0.1:0"  # a free port for the bot's HTTP server
     yield Installed(wheel, venv, {**env, "PYTHONUNBUFFERED": "1"})
 
 

@@ -24,7 +24,7 @@ def opsroom(*args: str, cwd: Path, env: dict[str, str] | None = None, stdin: int
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MATTERMOST_", "OPSROOM_"))}
     return subprocess.run(
         [str(OPSROOM), *args],
-        env={**base, **(env or {})},
+        env={**base, "OPSROOM_HTTP_LISTEN": "127.0.0.1:0", **(env or {})},
         cwd=cwd,
         stdin=stdin,
         capture_output=True,
@@ -112,7 +112,10 @@ def test_the_summary_on_the_terminal_names_the_sample_inventory(tmp_path):
     assert rows["backend"].startswith("terminal")
     assert rows["policy"] == "none: reads open, every change denied"
     assert rows["inventory"] == f"{sample_inventory_path()} (SAMPLE: fake *.example.com hosts)"
-    assert rows["plugins"] == "OpsroomHelp, Jenkins, Kubernetes, Opsroom, Runtime, SSHOps"
+    assert (
+        rows["plugins"]
+        == "Alerts, OpsroomHelp, HttpServer, Jenkins, Kubernetes, Opsroom, Runtime, SSHOps"
+    )
     assert rows["data directory"] == str(tmp_path / "data")
     assert "warning" not in result.stdout
 
@@ -135,7 +138,7 @@ def test_the_summary_on_mattermost_without_an_inventory_says_so(tmp_path):
     assert rows["inventory"] == "none: SSH commands answer that no inventory is configured"
     assert (
         rows["plugins"]
-        == "OpsroomHelp, Jenkins, Kubernetes, Opsroom, Runtime, SSHOps, CacheFlush, DiskUsage"
+        == "Alerts, OpsroomHelp, HttpServer, Jenkins, Kubernetes, Opsroom, Runtime, SSHOps, CacheFlush, DiskUsage"
     )
 
 

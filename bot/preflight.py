@@ -18,6 +18,7 @@ from pathlib import Path
 
 import requests
 
+from bot.incidents.config import IncidentsConfigError, load_incidents_config
 from bot.inventory import Inventory, InventoryError
 from bot.outcomes import Table
 from bot.rendering import TextRenderer
@@ -40,6 +41,7 @@ class InEffect:
     plugins: str
     data_dir: str
     warnings: list[str] = field(default_factory=list)
+    incidents: str = "defaults (docs/incidents.md)"
 
     def table(self) -> str:
         rows = [
@@ -47,6 +49,7 @@ class InEffect:
             ("teams", self.teams),
             ("policy", self.policy),
             ("inventory", self.inventory),
+            ("incidents", self.incidents),
             ("plugins", self.plugins),
             ("data directory", self.data_dir),
         ]
@@ -60,6 +63,7 @@ def preflight(settings: Settings) -> InEffect:
     warnings: list[str] = []
     policy = _policy(settings, problems, warnings)
     inventory = _inventory(settings, problems)
+    incidents = _incidents(settings, problems)
     data_dir = settings.opsroom_data_dir.resolve()
     problem = data_dir_problem(data_dir)
     if problem:
@@ -90,6 +94,7 @@ def preflight(settings: Settings) -> InEffect:
         plugins=", ".join(plugin_names(plugin_dirs)) or "none",
         data_dir=str(data_dir),
         warnings=warnings,
+        incidents=incidents,
     )
 
 
@@ -122,6 +127,19 @@ def _inventory(settings: Settings, problems: list[str]) -> str:
         problems.append(f"invalid inventory:\n{exc}")
         return ""
     return f"{path} (SAMPLE: fake *.example.com hosts)" if is_sample else str(path)
+
+
+def _incidents(settings: Settings, problems: list[str]) -> str:
+    path = settings.opsroom_incidents
+    try:
+        config = load_incidents_config(path)
+    except IncidentsConfigError as exc:
+        problems.append(f"invalid incident configuration:\n{exc}")
+        return ""
+    if path is None:
+        return "defaults (OPSROOM_INCIDENTS not set; docs/incidents.md)"
+    where = config.stakeholder_channel or "no stakeholder channel"
+    return f"{path} (services: {', '.join(sorted(config.services)) or 'none'}; {where})"
 
 
 def data_dir_problem(path: Path) -> str | None:

@@ -112,7 +112,7 @@ def test_the_summary_on_the_terminal_names_the_sample_inventory(tmp_path):
     assert rows["backend"].startswith("terminal")
     assert rows["policy"] == "none: reads open, every change denied"
     assert rows["inventory"] == f"{sample_inventory_path()} (SAMPLE: fake *.example.com hosts)"
-    assert rows["plugins"] == "OpsroomHelp, Opsroom, Runtime, SSHOps"
+    assert rows["plugins"] == "OpsroomHelp, Incidents, Opsroom, Runtime, SSHOps"
     assert rows["data directory"] == str(tmp_path / "data")
     assert "warning" not in result.stdout
 
@@ -133,7 +133,8 @@ def test_the_summary_on_mattermost_without_an_inventory_says_so(tmp_path):
     assert rows["teams"] == "ops, platform"
     assert rows["policy"] == f"{policy} (roles: deployer)"
     assert rows["inventory"] == "none: SSH commands answer that no inventory is configured"
-    assert rows["plugins"] == "OpsroomHelp, Opsroom, Runtime, SSHOps, CacheFlush, DiskUsage"
+    expected = "OpsroomHelp, Incidents, Opsroom, Runtime, SSHOps, CacheFlush, DiskUsage"
+    assert rows["plugins"] == expected
 
 
 def test_an_empty_policy_is_accepted_with_a_warning(tmp_path):

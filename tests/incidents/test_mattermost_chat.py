@@ -18,11 +18,10 @@ from bot.mattermost.outbox import Outbox
 from bot.mattermost.poster import Poster
 from bot.mattermost.rest import MattermostREST
 from bot.runtime.policy import Principal
-from bot.testing.fake_mattermost.fixtures import fake_mm  # noqa: F401
 
 
 @pytest.fixture
-def world(fake_mm):  # noqa: F811
+def world(fake_mm):
     bot = fake_mm.add_user("opsbot", is_bot=True)
     users = {name: fake_mm.add_user(name) for name in ("alice", "bob", "carol", "outsider")}
     team = fake_mm.add_team("alpha")
@@ -37,7 +36,7 @@ def world(fake_mm):  # noqa: F811
 
 
 @pytest.fixture
-def surface(fake_mm, world):  # noqa: F811
+def surface(fake_mm, world):
     port = fake_mm.url.rsplit(":", 1)[1]
     rest = MattermostREST(
         {
@@ -241,7 +240,7 @@ def test_a_file_of_another_channel_is_dropped_silently_and_that_is_caught(fake_m
     rest = surface._backend.rest
     upload = rest.upload_file
     rest.upload_file = lambda channel_id, name, content: upload(other.id, name, content)
-    with pytest.raises(Exception, match="dropped the file chart.png"):
+    with pytest.raises(Exception, match=r"dropped the file chart\.png"):
         surface.upload(channel.id, "chart.png", b"\x89PNG", "trend")
     [post] = [p for p in fake_mm.posts_by(world.bot) if p["message"] == "trend"]
     assert post["channel_id"] == channel.id and not post.get("file_ids")

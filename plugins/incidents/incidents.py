@@ -47,7 +47,9 @@ from bot.runtime.surface import Place
 from bot.settings import get_settings
 
 IncidentId = Annotated[str, StringConstraints(pattern=r"^INC-[0-9]{1,9}$")]
-Severity = Annotated[int, Field(ge=1, le=4), Arg(help="a severity from 1 (critical) to 4 (low)")]
+SEVERITY_HELP = "a severity from 1 (critical) to 4 (low)"
+Severity = Annotated[int, Field(ge=1, le=4), Arg(help=SEVERITY_HELP)]
+MaybeSeverity = Annotated[int | None, Field(ge=1, le=4), Arg(help=SEVERITY_HELP)]
 Title = Annotated[str, StringConstraints(min_length=3, max_length=200), Arg(help="a title")]
 Words = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,39}$")]
@@ -276,7 +278,7 @@ class Incidents(BotPlugin):  # type: ignore[misc]
         self,
         ctx: ActionContext,
         title: Title,
-        sev: Severity | None = None,
+        sev: MaybeSeverity = None,
         service: Name | None = "",
         commander: User = "",
         type: Name | None = "",

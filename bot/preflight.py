@@ -23,6 +23,7 @@ from bot.alerts.config import AlertsConfigError, check_rules, load_config
 from bot.backends.registry import declared_actions
 from bot.connectors.kubernetes import KubeConfig, missing_contexts
 from bot.http.server import parse_listen
+from bot.incidents.config import IncidentsConfigError, load_incidents_config
 from bot.inventory import Inventory, InventoryError
 from bot.inventory.kubernetes import kubernetes_contexts
 from bot.outcomes import Table
@@ -49,6 +50,7 @@ class InEffect:
     warnings: list[str] = field(default_factory=list)
     http: str = "none"
     alerts: str = NO_ALERTS
+    incidents: str = "defaults (docs/incidents.md)"
 
     def table(self) -> str:
         rows = [
@@ -56,6 +58,7 @@ class InEffect:
             ("teams", self.teams),
             ("policy", self.policy),
             ("inventory", self.inventory),
+            ("incidents", self.incidents),
             ("plugins", self.plugins),
             ("data directory", self.data_dir),
             ("http", self.http),
@@ -71,6 +74,7 @@ def preflight(settings: Settings) -> InEffect:
     warnings: list[str] = []
     policy = _policy(settings, problems, warnings)
     inventory = _inventory(settings, problems)
+    incidents = _incidents(settings, problems)
     data_dir = settings.opsroom_data_dir.resolve()
     problem = data_dir_problem(data_dir)
     if problem:
@@ -105,6 +109,7 @@ def preflight(settings: Settings) -> InEffect:
         warnings=warnings,
         http=http,
         alerts=alerts,
+        incidents=incidents,
     )
 
 
@@ -197,6 +202,19 @@ def kubernetes_problems(inventory: Inventory) -> list[str]:
     wanted = kubernetes_contexts(inventory.document.environments)
     found = missing_contexts(KubeConfig.from_environment(), wanted)
     return [f"invalid inventory:\n{inventory.source}: {key}: {text}" for key, text in found.items()]
+
+
+def _incidents(settings: Settings, problems: list[str]) -> str:
+    path = settings.opsroom_incidents
+    try:
+        config = load_incidents_config(path)
+    except IncidentsConfigError as exc:
+        problems.append(f"invalid incident configuration:\n{exc}")
+        return ""
+    if path is None:
+        return "defaults (OPSROOM_INCIDENTS not set; docs/incidents.md)"
+    where = config.stakeholder_channel or "no stakeholder channel"
+    return f"{path} (services: {', '.join(sorted(config.services)) or 'none'}; {where})"
 
 
 def data_dir_problem(path: Path) -> str | None:

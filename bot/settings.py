@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     opsroom_inventory: Path | None = Field(
         None, description="YAML inventory of hosts, services, recipes and deploys"
     )
+    opsroom_incidents: Path | None = Field(
+        None, description="YAML incident configuration: channels, responders, checklists"
+    )
+    opsroom_incident_reminder_check: Duration = Field(
+        timedelta(seconds=30), description="how often overdue status updates are looked for"
+    )
     opsroom_ssh_trust_on_first_use: bool = Field(
         False, description="accept and record unknown SSH host keys (never changed ones)"
     )

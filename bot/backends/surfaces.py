@@ -3,6 +3,8 @@
 - :class:`MattermostSurface`: our Mattermost backend. Posts go through its retrying
   outbox, progress is one message edited in place, files are uploaded, reactions and
   groups are read from the server; Markdown rendering.
+  It also implements :class:`bot.incidents.chat.IncidentChat` (channels, members, groups,
+  pins, files checked for being kept) for the incidents plugin.
 - :class:`ErrbotSurface`: any other Errbot backend (the terminal, Errbot's test backend).
   No edits (only the final version of a message is shown), no files, no reactions;
   aligned plain text.
@@ -10,17 +12,37 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future
 from typing import Any
 
+import requests
+
+from bot.errors import ChatError
+from bot.incidents.chat import (
+    MAX_HEADER,
+    MAX_PURPOSE,
+    Channel,
+    ChannelSpec,
+    ChatRefused,
+    GroupsUnavailable,
+    NameTaken,
+    PostInfo,
+    fit,
+)
+from bot.mattermost.rest import error_message, status_of
 from bot.messages import render
 from bot.rendering import MarkdownRenderer, Renderer, TextRenderer
 from bot.runtime.policy import Principal
 from bot.runtime.surface import Message, Place, Posted, Reaction
 
+log = logging.getLogger(__name__)
+
 EDIT_WAIT_SECONDS = 30
+POST_WAIT_SECONDS = 30
+NAME_EXISTS = "store.sql_channel.save_channel.exists.app_error"
 REMEMBERED_PLACES = 1000
 
 
@@ -39,8 +61,189 @@ def _post_id(future: Future[Any]) -> Future[str]:
     return result
 
 
-class MattermostSurface:
-    """The runtime's view of our Mattermost backend."""
+def _reason(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    if response is None:
+        return str(exc)
+    return f"HTTP {response.status_code}: {error_message(response)}"
+
+
+def _error_id(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    try:
+        body = response.json() if response is not None else {}
+    except ValueError:
+        return ""
+    return str(body.get("id", "")) if isinstance(body, dict) else ""
+
+
+class MattermostIncidentChat:
+    """:class:`bot.incidents.chat.IncidentChat` on Mattermost's REST API (what mattermostdriver
+    lacks: privacy at creation, pins, groups), posts through the outbox. Uses the
+    backend's ``rest``, ``poster`` and ``directory`` only."""
+
+    _backend: Any
+    renderer: Renderer
+    _joined_channels: set[str]
+
+    def _joined(self) -> set[str]:
+        joined: set[str] | None = getattr(self, "_joined_channels", None)
+        if joined is None:
+            joined = set()
+            self._joined_channels = joined
+        return joined
+
+    def _team_id(self, team: str) -> str:
+        teams = self._backend.directory.teams
+        if not team:
+            if not teams:
+                raise ChatRefused("the bot is on no team, so it cannot create channels")
+            return str(next(iter(teams)))
+        for team_id, info in teams.items():
+            if info["name"].lower() == team.lower():
+                return str(team_id)
+        raise ChatRefused(f"the bot does not serve team {team}; add it to the team first")
+
+    def create_channel(self, spec: ChannelSpec) -> Channel:
+        spec = spec.checked()
+        body = {
+            "team_id": self._team_id(spec.team),
+            "name": spec.name,
+            "display_name": spec.display_name,
+            "type": "P" if spec.private else "O",
+            "header": spec.header,
+            "purpose": spec.purpose,
+        }
+        try:
+            created = self._backend.rest.create_channel(body)
+        except requests.HTTPError as exc:
+            status = status_of(exc)
+            if status == 400 and _error_id(exc) == NAME_EXISTS:
+                raise NameTaken(f"channel name {spec.name} is taken") from None
+            if status == 403:
+                kind = "private" if spec.private else "public"
+                raise ChatRefused(
+                    f"Mattermost does not let the bot create {kind} channels (HTTP 403): a "
+                    f"permission scheme removed create_{kind}_channel from team members; ask "
+                    "a system admin to give it back, or to make the bot a team admin"
+                ) from None
+            raise ChatError(f"could not create channel {spec.name}: {_reason(exc)}") from None
+        self._joined().add(created["id"])
+        return Channel(created["id"], created["name"], created["team_id"])
+
+    def patch_channel(
+        self, channel_id: str, *, header: str | None = None, purpose: str | None = None
+    ) -> None:
+        body = {}
+        if header is not None:
+            body["header"] = fit(header, MAX_HEADER)
+        if purpose is not None:
+            body["purpose"] = fit(purpose, MAX_PURPOSE)
+        try:
+            self._backend.rest.patch_channel(channel_id, body)
+        except requests.HTTPError as exc:
+            raise ChatRefused(f"could not change the channel: {_reason(exc)}") from None
+
+    def add_member(self, channel_id: str, user_id: str) -> None:
+        try:
+            self._backend.rest.add_channel_member(channel_id, user_id)
+        except requests.HTTPError as exc:
+            status = status_of(exc)
+            if status == 403:
+                raise ChatRefused(
+                    "Mattermost refused (HTTP 403): they must be a member of the channel's team"
+                ) from None
+            if status == 404:
+                raise ChatRefused(
+                    "the channel is private and the bot is not in it (HTTP 404)"
+                ) from None
+            raise ChatRefused(_reason(exc)) from None
+
+    def group_members(self, group: str) -> list[Principal]:
+        rest = self._backend.rest
+        try:
+            found = [g for g in rest.groups_named(group) if g.get("name") == group]
+            if not found:
+                raise ChatRefused(f"no Mattermost group named {group}")
+            members = rest.group_members(found[0]["id"])
+        except requests.HTTPError as exc:
+            status = status_of(exc)
+            if status == 501:
+                raise GroupsUnavailable(
+                    "this Mattermost server has no user groups (Team Edition answers 501, and "
+                    "@group mentions notify nobody there); list the responders as @users"
+                ) from None
+            if status == 403:
+                raise GroupsUnavailable(
+                    "the bot may not read Mattermost groups (HTTP 403); list the responders "
+                    "as @users or let the bot read groups"
+                ) from None
+            raise ChatRefused(f"could not read group {group}: {_reason(exc)}") from None
+        return [Principal(user["id"], user["username"]) for user in members]
+
+    def channel_named(self, name: str) -> Channel:
+        channel = self._backend.directory.channel_by_name(name)
+        if channel["id"] not in self._joined():
+            try:
+                self._backend.rest.join_channel(channel["id"])
+            except requests.HTTPError as exc:
+                raise ChatRefused(
+                    f"the bot is not a member of {name} and cannot join it ({_reason(exc)}); "
+                    "add the bot to the channel"
+                ) from None
+            self._joined().add(channel["id"])
+        return Channel(channel["id"], channel["name"], channel.get("team_id", ""))
+
+    def _wait(self, future: Future[Any]) -> dict[str, Any]:
+        try:
+            result: dict[str, Any] = future.result(timeout=POST_WAIT_SECONDS)
+        except requests.HTTPError as exc:
+            raise ChatError(f"Mattermost refused the post: {_reason(exc)}") from None
+        except Exception as exc:
+            raise ChatError(f"the post was not delivered: {exc}") from None
+        return result
+
+    def post_message(self, channel_id: str, message: Message) -> str:
+        futures = self._backend.poster.post(channel_id, render(message, self.renderer))
+        return str(self._wait(futures[-1])["id"])
+
+    def edit_message(self, post_id: str, message: Message) -> None:
+        self._wait(self._backend.poster.edit(post_id, render(message, self.renderer)))
+
+    def pin(self, post_id: str) -> None:
+        try:
+            self._backend.rest.pin_post(post_id)
+        except requests.HTTPError as exc:
+            raise ChatRefused(f"could not pin the post: {_reason(exc)}") from None
+
+    def get_post(self, post_id: str) -> PostInfo | None:
+        try:
+            post = self._backend.rest.post(post_id)
+        except requests.HTTPError:
+            return None
+        return PostInfo(
+            post["id"], post["channel_id"], post["user_id"], post["message"], post.get("type", "")
+        )
+
+    def is_pinned(self, post_id: str) -> bool:
+        try:
+            return bool(self._backend.rest.post(post_id).get("is_pinned"))
+        except requests.HTTPError:
+            return False
+
+    def upload(self, channel_id: str, filename: str, content: bytes, message: str) -> str:
+        """Upload to the channel the post goes to; a post that comes back without the
+        file (Mattermost drops files of another channel silently) is an error."""
+        post = self._wait(
+            self._backend.poster.upload(channel_id, filename, content, message=message)
+        )
+        if not post.get("file_ids"):
+            raise ChatError(f"Mattermost dropped the file {filename} from the post")
+        return str(post["id"])
+
+
+class MattermostSurface(MattermostIncidentChat):
+    """The runtime's view of our Mattermost backend (and the incidents')."""
 
     name = "mattermost"
 

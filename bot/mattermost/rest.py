@@ -197,3 +197,30 @@ class MattermostREST:
             files={"files": (filename, content)},
         )
         return result["file_infos"][0]
+
+    # --- channels, pins and groups (incidents) ---------------------------------------------
+    def create_channel(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /channels``: ``type`` "P" creates it private from the start (converting
+        later needs a team admin)."""
+        return self._client.post("/channels", options=body)
+
+    def patch_channel(self, channel_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._client.put(f"/channels/{channel_id}/patch", options=body)
+
+    def add_channel_member(self, channel_id: str, user_id: str) -> dict[str, Any]:
+        """Add one user (who must be on the channel's team) to a channel."""
+        return self._client.post(f"/channels/{channel_id}/members", options={"user_id": user_id})
+
+    def post(self, post_id: str) -> dict[str, Any]:
+        return self.get(f"/posts/{post_id}")
+
+    def pin_post(self, post_id: str) -> dict[str, Any]:
+        return self._client.post(f"/posts/{post_id}/pin")
+
+    def groups_named(self, name: str) -> list[dict[str, Any]]:
+        """Groups whose name or display name matches ``name`` (501 on Team Edition)."""
+        return self.get("/groups", params={"q": name, "per_page": 200})
+
+    def group_members(self, group_id: str) -> list[dict[str, Any]]:
+        body = self.get(f"/groups/{group_id}/members", params={"per_page": 200})
+        return list(body.get("members") or [])

@@ -73,6 +73,11 @@ class ActionContext:
     def cancelled(self) -> bool:
         return self._job.cancelled
 
+    @property
+    def place(self) -> Place | None:
+        """Where the request was made (where answers go); None for runs without one."""
+        return self._run.place
+
     def progress(self, text: str) -> None:
         self._job.progress(text)
 
@@ -188,11 +193,24 @@ class Runtime:
         self._runs: dict[str, _Run] = {}  # job id -> run, while the job is not finished
         # user id -> explanation of their last denial (bounded, oldest forgotten first)
         self._denials: OrderedDict[str, str] = OrderedDict()
+        self._listeners: list[Callable[[AuditRecord], None]] = []
+
+    def add_listener(self, listener: Callable[[AuditRecord], None]) -> None:
+        """Call ``listener(record)`` after every record of an action's run is appended (on
+        the thread that appended it; keep it quick). A failing listener is logged and
+        changes nothing for the run."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[AuditRecord], None]) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
 
     # ================================================================== records =====
     def record(self, event: AuditEvent, run: _Run, outcome: str = "", **extra: Any) -> AuditRecord:
         principal = run.caller.principal
-        return self.audit.append(
+        record = self.audit.append(
             event,
             action=run.spec.name,
             target=run.target,
@@ -207,6 +225,14 @@ class Runtime:
             job_id=run.job_id,
             **extra,
         )
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(record)
+            except Exception:
+                log.exception("audit listener %r failed on %s", listener, record.id)
+        return record
 
     def _say(self, run: _Run, message: Message) -> Posted | None:
         """Tell the run's conversation (and copy to the audit channel)."""

@@ -178,7 +178,8 @@ def test_driver_drives_every_route(world: World) -> None:
     thread = d.posts.get_thread(root["id"])
     assert set(thread["order"]) == {root["id"], reply["id"]}
     page = d.posts.get_posts_for_channel(ch["id"])
-    assert page["order"] == [reply["id"], root["id"]]
+    people = [i for i in page["order"] if not page["posts"][i]["type"]]  # not system_* posts
+    assert people == [reply["id"], root["id"]]
     since = d.posts.get_posts_for_channel(ch["id"], params={"since": reply["create_at"]})
     assert reply["id"] in since["order"]
     reaction = d.reactions.create_reaction(
@@ -190,6 +191,27 @@ def test_driver_drives_every_route(world: World) -> None:
     assert [(r["user_id"], r["emoji_name"]) for r in listed] == [
         (world.bot["id"], "white_check_mark")
     ]
+
+    # incidents: channels created private, patched, pinned; groups and their members
+    created = d.client.post(
+        "/channels",
+        options={
+            "team_id": world.team["id"],
+            "name": "inc-1",
+            "display_name": "INC-1",
+            "type": "P",
+        },
+    )
+    assert created["type"] == "P"
+    assert (
+        d.client.put(f"/channels/{created['id']}/patch", options={"header": "h"})["header"] == "h"
+    )
+    assert d.client.post(f"/posts/{root['id']}/pin") == {"status": "OK"}
+    assert fm.get_post(root["id"])["is_pinned"]
+    assert d.client.post(f"/posts/{root['id']}/unpin") == {"status": "OK"}
+    [group] = d.client.get("/groups", params={"q": "sre"})
+    members = d.client.get(f"/groups/{group['id']}/members")["members"]
+    assert [m["username"] for m in members] == ["alice"]
 
     docs = load_docs()
     served = {(r.method, r.template) for r in FakeMattermost.ROUTES}

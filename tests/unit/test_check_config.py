@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CONNECTED = {"MATTERMOST_URL": "http://127.0.0.1:9", "MATTERMOST_TOKEN": "tok-abcdef"}
 
 
-SHIPPED = "Alerts, OpsroomHelp, HttpServer, Jenkins, Kubernetes, Opsroom, Runtime, SSHOps"
+SHIPPED = (
+    "Alerts, OpsroomHelp, HttpServer, Incidents, Jenkins, Kubernetes, Opsroom, Runtime, SSHOps"
+)
 
 
 def opsroom(*args: str, cwd: Path, env: dict[str, str] | None = None, stdin: int | None = None):

@@ -35,6 +35,13 @@ from .openapi import WEBSOCKET_PATH, OpenAPIDocs, load_docs
 SERVER_VERSION = "9.11.0"
 MAX_POST_RUNES = 16383
 PENDING_POST_DEDUP_SECONDS = 30.0
+# Channel limits of model.Channel.IsValid; a longer name passes the API's checks and then
+# fails in the store with a 500, which is what the fake answers too.
+MAX_CHANNEL_NAME = 64
+MAX_CHANNEL_DISPLAY_NAME = 64
+MAX_CHANNEL_HEADER = 1024
+MAX_CHANNEL_PURPOSE = 250
+_CHANNEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 _MENTION_RE = re.compile(r"@([a-z0-9][a-z0-9._-]*)", re.IGNORECASE)
 
@@ -220,6 +227,12 @@ class FakeMattermost:
         Route("POST", "/api/v4/reactions", "_create_reaction"),
         Route("GET", "/api/v4/posts/{post_id}/reactions", "_get_reactions"),
         Route("POST", "/api/v4/files", "_upload_files"),
+        Route("POST", "/api/v4/channels", "_create_channel"),
+        Route("PUT", "/api/v4/channels/{channel_id}/patch", "_patch_channel"),
+        Route("POST", "/api/v4/posts/{post_id}/pin", "_pin_post"),
+        Route("POST", "/api/v4/posts/{post_id}/unpin", "_unpin_post"),
+        Route("GET", "/api/v4/groups", "_get_groups"),
+        Route("GET", "/api/v4/groups/{group_id}/members", "_get_group_members"),
     )
 
     def __init__(
@@ -254,6 +267,10 @@ class FakeMattermost:
         self._users: dict[str, dict[str, Any]] = {}
         self._groups: dict[str, dict[str, Any]] = {}  # id -> Group, with "members" ids
         self.groups_enabled = True  # False: the server answers 501 (unlicensed feature)
+        # True: /users/{id}/groups answers 403, as with a Professional licence
+        self.user_groups_forbidden = False
+        # False: a permission scheme took create_*_channel from team members (403)
+        self.channel_creation_allowed = True
         self._teams: dict[str, dict[str, Any]] = {}
         self._team_members: dict[str, set[str]] = {}
         self._channels: dict[str, dict[str, Any]] = {}
@@ -866,12 +883,17 @@ class FakeMattermost:
     def _get_user(self, ctx: _Ctx) -> tuple[int, Any]:
         return 200, self._path_user(ctx)
 
-    def _get_user_groups(self, ctx: _Ctx) -> tuple[int, Any]:
-        user = self._path_user(ctx)
+    def _groups_licensed(self) -> None:
         if not self.groups_enabled:
-            return 501, self._app_error(
+            raise ApiError(
                 501, "api.ldap_groups.license_error", "Your license does not support groups."
             )
+
+    def _get_user_groups(self, ctx: _Ctx) -> tuple[int, Any]:
+        user = self._path_user(ctx)
+        self._groups_licensed()
+        if self.user_groups_forbidden:
+            raise _forbidden()
         return 200, [
             {key: value for key, value in group.items() if key != "members"}
             for group in self._groups.values()
@@ -982,7 +1004,10 @@ class FakeMattermost:
         return 200, members[page * per_page : (page + 1) * per_page]
 
     def _add_channel_member(self, ctx: _Ctx) -> tuple[int, Any]:
-        channel = self._readable_channel(self._channels.get(ctx.params["channel_id"]), ctx)
+        channel = self._channels.get(ctx.params["channel_id"])
+        if channel is not None and channel["type"] == "P":
+            channel = self._member_channel(channel["id"], ctx)  # non-members: 404
+        channel = self._readable_channel(channel, ctx)
         user_id = ctx.body.get("user_id") if isinstance(ctx.body, dict) else None
         if not isinstance(user_id, str) or user_id not in self._users:
             raise _bad_request("api.context.invalid_body_param.app_error", "Invalid user_id.")
@@ -995,7 +1020,17 @@ class FakeMattermost:
             raise _forbidden()
         if user_id not in self._team_members[channel["team_id"]]:
             raise _forbidden()
-        return 201, self._add_member(channel, user_id, notify=True)
+        added = not self._is_member(channel["id"], user_id)
+        member = self._add_member(channel, user_id, notify=True)
+        if added:
+            name = self._users[user_id]["username"]
+            kind, text = (
+                ("system_join_channel", "joined the channel.")
+                if user_id == ctx.user_id
+                else ("system_add_to_channel", f"added @{name} to the channel.")
+            )
+            self._system_post(channel, ctx.user_id, kind, text, {"addedUserId": user_id})
+        return 201, member
 
     def _remove_member_rest(self, ctx: _Ctx) -> tuple[int, Any]:
         channel = self._readable_channel(self._channels.get(ctx.params["channel_id"]), ctx)
@@ -1166,7 +1201,146 @@ class FakeMattermost:
             infos.append(info)
         return 201, {"file_infos": infos, "client_ids": []}
 
+    def _get_groups(self, ctx: _Ctx) -> tuple[int, Any]:
+        self._groups_licensed()
+        query = ctx.query.get("q", "").lower()
+        return 200, [
+            {key: value for key, value in group.items() if key != "members"}
+            for group in self._groups.values()
+            if query in group["name"].lower() or query in group["display_name"].lower()
+        ]
+
+    def _get_group_members(self, ctx: _Ctx) -> tuple[int, Any]:
+        self._groups_licensed()
+        group = self._groups.get(ctx.params["group_id"])
+        if group is None:
+            raise _not_found("group")
+        members = [self._users[user_id] for user_id in sorted(group["members"])]
+        return 200, {"members": members, "total_member_count": len(members)}
+
+    def _member_channel(self, channel_id: str, ctx: _Ctx) -> dict[str, Any]:
+        """A channel the caller may change: a private one only by its members (others get
+        a 404, as if it did not exist), a public one by members of its team."""
+        channel = self._channels.get(channel_id)
+        if channel is None or (
+            channel["type"] == "P" and not self._is_member(channel["id"], ctx.user_id)
+        ):
+            raise ApiError(
+                404, "app.channel.get.existing.app_error", "Unable to find the existing channel."
+            )
+        if not self._can_read(channel, ctx.user_id):
+            raise _forbidden()
+        return channel
+
+    def _check_channel_fields(self, fields: dict[str, Any]) -> None:
+        limits = (
+            ("display_name", MAX_CHANNEL_DISPLAY_NAME),
+            ("header", MAX_CHANNEL_HEADER),
+            ("purpose", MAX_CHANNEL_PURPOSE),
+        )
+        for key, limit in limits:
+            value = fields.get(key)
+            if value is None:
+                continue
+            if (
+                not isinstance(value, str)
+                or len(value) > limit
+                or (key == "display_name" and not value)
+            ):
+                raise _bad_request(
+                    f"model.channel.is_valid.{key}.app_error", f"Invalid {key} for channel."
+                )
+
+    def _create_channel(self, ctx: _Ctx) -> tuple[int, Any]:
+        body = ctx.body if isinstance(ctx.body, dict) else {}
+        team = self._teams.get(str(body.get("team_id", "")))
+        if team is None or ctx.user_id not in self._team_members[team["id"]]:
+            raise _forbidden()
+        type_ = body.get("type")
+        if type_ not in ("O", "P"):
+            raise _bad_request("model.channel.is_valid.type.app_error", "Invalid type.")
+        if not self.channel_creation_allowed:
+            raise _forbidden()
+        name = body.get("name")
+        if not isinstance(name, str) or not _CHANNEL_NAME_RE.match(name):
+            raise _bad_request(
+                "model.channel.is_valid.2_or_more.app_error",
+                "Name must be 2 or more lowercase alphanumeric characters.",
+            )
+        self._check_channel_fields(body)
+        if any(c["team_id"] == team["id"] and c["name"] == name for c in self._channels.values()):
+            # archived channels included: their names stay taken
+            raise _bad_request(
+                "store.sql_channel.save_channel.exists.app_error",
+                "A channel with that name already exists on the same team.",
+            )
+        if len(name) > MAX_CHANNEL_NAME:
+            raise ApiError(
+                500, "store.sql_channel.save_channel.save.app_error", "Unable to save channel."
+            )
+        channel = self._new_channel(
+            team["id"], name, type_, body["display_name"], creator_id=ctx.user_id
+        )
+        channel["header"] = body.get("header") or ""
+        channel["purpose"] = body.get("purpose") or ""
+        member = self._add_member(channel, ctx.user_id, notify=False)
+        member.update(roles="channel_user channel_admin", scheme_admin=True)
+        self._system_post(channel, ctx.user_id, "system_join_channel", "joined the channel.")
+        return 201, channel
+
+    def _patch_channel(self, ctx: _Ctx) -> tuple[int, Any]:
+        channel = self._member_channel(ctx.params["channel_id"], ctx)
+        body = ctx.body if isinstance(ctx.body, dict) else {}
+        self._check_channel_fields(body)
+        for key, kind in (
+            ("header", "system_header_change"),
+            ("purpose", "system_purpose_change"),
+            ("display_name", "system_displayname_change"),
+        ):
+            value = body.get(key)
+            if value is not None and value != channel[key]:
+                old, channel[key] = channel[key], value
+                self._system_post(
+                    channel, ctx.user_id, kind, f"updated the channel {key}", {f"old_{key}": old}
+                )
+        channel["update_at"] = now_ms()
+        return 200, channel
+
+    def _set_pinned(self, ctx: _Ctx, pinned: bool) -> tuple[int, Any]:
+        post = self._posts.get(ctx.params["post_id"])
+        if post is None:
+            raise _not_found("post")
+        self._member_channel(post["channel_id"], ctx)  # anyone who can read may (un)pin
+        if post["is_pinned"] != pinned:
+            post["is_pinned"] = pinned
+            post["update_at"] = max(now_ms(), post["update_at"] + 1)
+            # Pinning is not an edit of the text: edit_at stays; only post_edited is sent.
+            self._emit(
+                "post_edited",
+                {"post": _dumps(post)},
+                self._channel_user_ids(post["channel_id"]),
+                channel_id=post["channel_id"],
+            )
+        return 200, {"status": "OK"}
+
+    def _pin_post(self, ctx: _Ctx) -> tuple[int, Any]:
+        return self._set_pinned(ctx, True)
+
+    def _unpin_post(self, ctx: _Ctx) -> tuple[int, Any]:
+        return self._set_pinned(ctx, False)
+
     # ------------------------------------------------------------------ domain operations
+
+    def _system_post(
+        self,
+        channel: dict[str, Any],
+        user_id: str,
+        type_: str,
+        message: str,
+        props: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """What Mattermost writes itself, as the user who caused it (``type`` system_*)."""
+        return self._new_post(user_id, channel, message, props=props, type_=type_)
 
     def _check_message(self, message: Any) -> None:
         if not isinstance(message, str):
@@ -1186,6 +1360,7 @@ class FakeMattermost:
         pending_post_id: str = "",
         create_at: int | None = None,
         times: tuple[float, float] | None = None,
+        type_: str = "",
     ) -> dict[str, Any]:
         with self._lock:
             self._check_message(message)
@@ -1204,6 +1379,8 @@ class FakeMattermost:
                     raise _bad_request(
                         "api.post.create_post.file_ids.app_error", "Invalid file_ids."
                     )
+                if info["channel_id"] != channel["id"]:
+                    continue  # uploaded to another channel: Mattermost drops it silently
                 files.append(info)
             props = dict(props or {})
             if self._users[user_id]["is_bot"]:
@@ -1221,7 +1398,7 @@ class FakeMattermost:
                 "root_id": root_id,
                 "original_id": "",
                 "message": message,
-                "type": "",
+                "type": type_,
                 "props": props,
                 "hashtags": "",
                 "pending_post_id": pending_post_id,
@@ -1584,6 +1761,15 @@ class FakeMattermost:
             remover_id = self._user(remover)["id"] if remover is not None else user_id
             self._remove_member(self._channel(channel), user_id, remover_id, notify=notify)
 
+    def archive_channel(self, channel: Ref, by: Ref | None = None) -> None:
+        """Archive a channel (its name stays taken, as in Mattermost)."""
+        with self._lock:
+            chan = self._channel(channel)
+            actor = self._user(by)["id"] if by is not None else chan["creator_id"]
+            if actor:
+                self._system_post(chan, actor, "system_channel_deleted", "archived the channel")
+            chan["delete_at"] = now_ms()
+
     def direct_channel(self, user_a: Ref, user_b: Ref) -> dict[str, Any]:
         with self._lock:
             channel = self._direct(self._user(user_a)["id"], self._user(user_b)["id"])
@@ -1758,6 +1944,22 @@ class FakeMattermost:
     def get_post(self, post_id: str) -> dict[str, Any]:
         with self._lock:
             return copy.deepcopy(self._posts[post_id])
+
+    def get_channel(self, channel: Ref) -> dict[str, Any]:
+        """A channel as stored (header, purpose, type...)."""
+        with self._lock:
+            return copy.deepcopy(self._channel(channel))
+
+    def channel_members(self, channel: Ref) -> list[dict[str, Any]]:
+        """The channel's member records (``user_id``, ``roles``...), in the order they joined."""
+        with self._lock:
+            return copy.deepcopy(list(self._channel_members[self._channel(channel)["id"]].values()))
+
+    def set_pinned(self, user: Ref, post_id: str, pinned: bool) -> None:
+        """Pin or unpin a post as ``user`` (anyone who can read the channel may)."""
+        with self._lock:
+            ctx = _Ctx(self._user(user), {"post_id": post_id}, {}, None, [], 0.0, 0.0)
+            self._set_pinned(ctx, pinned)
 
     def reactions_on(self, post_id: str) -> list[str]:
         """Emoji names of the post's reactions, in the order they were added."""

@@ -1,0 +1,1 @@
+from bot.testing.fake_mattermost.fixtures import fake_mm  # noqa: F401

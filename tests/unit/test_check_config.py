@@ -117,10 +117,7 @@ def test_the_summary_on_the_terminal_names_the_sample_inventory(tmp_path):
     assert rows["backend"].startswith("terminal")
     assert rows["policy"] == "none: reads open, every change denied"
     assert rows["inventory"] == f"{sample_inventory_path()} (SAMPLE: fake *.example.com hosts)"
-    assert (
-        rows["plugins"]
-        == "Alerts, OpsroomHelp, HttpServer, Jenkins, Kubernetes, Opsroom, Runtime, SSHOps"
-    )
+    assert rows["plugins"] == SHIPPED
     assert rows["data directory"] == str(tmp_path / "data")
     assert "warning" not in result.stdout
 

@@ -38,7 +38,15 @@ class ConfigurationError(OpsroomError):
 
 
 class Refusal(OpsroomError):
-    """A request refused before anything ran. The message is fit for chat as it is."""
+    """A request refused before anything ran. The message is fit for chat as it is.
+
+    ``secrets``: values the refusal found to be secret (a password given where none is
+    taken): the runtime scrubs them from the refusal's record and answer.
+    """
+
+    def __init__(self, message: str = "", *, secrets: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.secrets = tuple(secrets)
 
 
 class InvalidArgument(Refusal, ValueError):

@@ -241,6 +241,11 @@ class Redactor:
                 text = pattern.sub(replacement, text)
         return text
 
+    def with_secrets(self, secrets: Iterable[str]) -> Redactor:
+        """A redactor that also masks ``secrets`` (values found secret at run time)."""
+        extra = [s for s in secrets if s not in self._secrets]
+        return self if not extra else Redactor([*self._secrets, *extra])
+
     def scrub_and_cut(self, text: str, limit: int, marker: str = CUT_MARKER) -> str:
         """Scrub ``text``, then bound it to ``limit`` characters (see :func:`cut`).
 

@@ -690,7 +690,8 @@ def check_parameters(job: JobInfo, given: Mapping[str, str]) -> dict[str, str] |
         if definition.kind == "password":
             raise InvalidArgument(
                 f"{name} is a password parameter: it is not taken from chat (the channel would "
-                "read it); Jenkins uses the value stored in the job"
+                "read it); Jenkins uses the value stored in the job",
+                secrets=[value],
             )
         if definition.kind == "choice" and value not in definition.choices:
             raise InvalidArgument(

@@ -116,6 +116,9 @@ class ApprovalSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     expire_after: Annotated[timedelta, BeforeValidator(parse_duration)] = timedelta(minutes=15)
+    # Environments where every change needs a second person's approval (not only the
+    # requester's confirmation), whatever the action's own default: e.g. [production].
+    required_in: Globs = Field(default_factory=list)
 
 
 class PolicyDocument(BaseModel):
@@ -231,6 +234,13 @@ class Policy:
         if self._everyone or who.user_id in self._reader_ids or who.groups & self._reader_groups:
             return True
         return bool(self._reader_roles & set(self.roles_of(who)))
+
+    def needs_approval(self, environment: str) -> bool:
+        """Do changes in ``environment`` need a second person (``approvals.required_in``)?"""
+        return any(
+            fnmatch.fnmatchcase(environment or "", pattern)
+            for pattern in self.document.approvals.required_in
+        )
 
     def is_protected(self, environment: str) -> bool:
         return any(

@@ -113,6 +113,7 @@ class _Run:
     correlation_id: str
     job_id: str = ""  # given out once the request is authorized: on every later record
     posted: Posted | None = None
+    redactor: Redactor | None = None  # the runtime's, plus secrets found in this request
     job: Job | None = None
     failure: ActionFailed | None = None
     started: float = field(default_factory=time.monotonic)
@@ -210,6 +211,7 @@ class Runtime:
     # ================================================================== records =====
     def record(self, event: AuditEvent, run: _Run, outcome: str = "", **extra: Any) -> AuditRecord:
         principal = run.caller.principal
+        redactor = run.redactor or self.redactor
         record = self.audit.append(
             event,
             action=run.spec.name,
@@ -219,8 +221,8 @@ class Runtime:
             trigger=run.caller.trigger,
             channel_id=run.place.channel if run.place else "",
             post_id=run.post_id,
-            parameters=self.redactor.scrub_obj(run.values),
-            outcome=self.redactor.scrub_and_cut(outcome, MAX_RESULT_CHARS),
+            parameters=redactor.scrub_obj(run.values),
+            outcome=redactor.scrub_and_cut(outcome, MAX_RESULT_CHARS),
             correlation_id=run.correlation_id,
             job_id=run.job_id,
             **extra,
@@ -302,14 +304,15 @@ class Runtime:
             self._refuse(run, f"invalid arguments: {exc}", str(exc), usage=True)
             return ""
         run = _Run(spec, plugin, values, caller, place, post_id, correlation_id)
-        if not run.reads:
-            self.record(AuditEvent.REQUESTED, run)
-        try:
+        try:  # the action's own checks (unknown host, service, namespace) come first
             spec.precheck(plugin, values)
             environment = run.environment
-        except Refusal as exc:  # the action's own checks (unknown host, service, namespace)
+        except Refusal as exc:
+            run.redactor = self.redactor.with_secrets(exc.secrets)
             self._refuse(run, str(exc), str(exc))
             return ""
+        if not run.reads:
+            self.record(AuditEvent.REQUESTED, run)
         decision = self.policy.authorize(
             caller.principal, spec.name, spec.risk, environment, values
         )
@@ -331,12 +334,13 @@ class Runtime:
 
     def _refuse(self, run: _Run, recorded: str, reason: str, usage: bool = False) -> None:
         denied = self.record(AuditEvent.DENIED, run, recorded)
-        command = run.command(self.prefix)
+        scrub = (run.redactor or self.redactor).scrub
+        command = scrub(run.command(self.prefix))
         self._remember_denial(
             run.caller.principal.user_id, f"{command} was refused: {reason} (audit {denied.id})"
         )
         shown_usage = run.spec.usage(self.prefix) if usage else ""
-        refused = notices.Refused(command, self.redactor.scrub(reason), _ref(denied), shown_usage)
+        refused = notices.Refused(command, scrub(reason), _ref(denied), shown_usage)
         self._say(run, refused)
 
     def deny_command(
@@ -368,7 +372,7 @@ class Runtime:
 
     def _gate(self, spec: ActionSpec, environment: str) -> Kind | None:
         approval = spec.approval if spec.approval is not None else spec.risk is Risk.DANGEROUS
-        if approval:
+        if approval or (spec.risk is not Risk.READ and self.policy.needs_approval(environment)):
             return Kind.APPROVAL
         confirm = spec.confirm
         if confirm is None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import re
 import threading
+from typing import Annotated
 
+from bot.errors import Refusal
 from bot.messages import render
 from bot.redaction import Redactor
 from bot.rendering import MarkdownRenderer
+from bot.runtime.actions import Arg, spec_of
 from bot.runtime.actions import declare as action
-from bot.runtime.actions import spec_of
 from bot.runtime.audit import AuditEvent, AuditStore
 from bot.runtime.callers import Person
 from bot.runtime.jobs import JobExecutor
@@ -199,3 +201,30 @@ def test_progress_commands_and_copies_never_show_a_secret(tmp_path):
     assert any("logging in with" in text for text in channels.history)  # progress was shown
     for text in channels.history:
         assert not any(piece in text for piece in fragments(SECRET)), text
+
+
+def _no_passwords_here(plugin, values):
+    for name, value in values["params"].items():
+        if name.endswith("_PASS"):
+            raise Refusal(f"{name} is a password: not taken from chat", secrets=[value])
+
+
+class Builds:
+    @action(risk=Risk.CHANGE, check=_no_passwords_here)
+    def build(self, ctx, job: str, params: Annotated[dict[str, str], Arg(keywords=True)]):
+        """Trigger a build."""
+
+
+def test_a_secret_found_by_a_check_is_scrubbed_from_the_refusal(tmp_path):
+    channels = Channels()
+    runtime = make(tmp_path, channels)
+    password = "Hunter2-Very-Secret"
+    runtime.submit(
+        spec_of(Builds.build), Builds(), f"deploy DB_PASS={password}", Person(ALICE), OPS
+    )
+    (answer,) = channels.texts[OPS.channel]
+    assert "DB_PASS is a password" in answer and password not in answer
+    (record,) = runtime.audit.last(10)  # refused before the request was recorded
+    assert record.event is AuditEvent.DENIED
+    assert password not in record.to_json()
+    assert password not in runtime.last_denial(ALICE.user_id)

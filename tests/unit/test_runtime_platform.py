@@ -284,3 +284,25 @@ def test_malformed_input_is_refused_with_a_reason_and_audited(tmp_path, text):
     why = runtime.last_denial(ALICE.user_id)
     why.encode("utf-8")
     assert not any(ord(c) < 32 for c in why) and len(why) < 2000
+
+
+def test_the_policy_can_require_a_second_person_for_changes_in_an_environment(tmp_path):
+    channel = Channel()
+    policy = Policy.from_mapping(
+        {
+            **REMEDIATION_POLICY,
+            "approvals": {"required_in": ["prod*"]},
+            "roles": {
+                **REMEDIATION_POLICY["roles"],
+                "approver": {"members": ["d" * 26], "approves": ["*"]},
+            },
+        }
+    )
+    runtime = make_runtime(tmp_path, policy, channel)
+    runtime.submit(RESTART, Plugin(), "nginx on prod-web1", Person(ALICE), OPS)
+    (asked,) = channel.said[OPS.channel]
+    assert "needs approval by someone else with role approver" in asked
+    runtime.submit(RESTART, Plugin(), "nginx on stg-web1", Person(ALICE), OPS)
+    assert channel.done.wait(5)  # staging: no question asked
+    runtime.submit(HOSTS, Plugin(), "", Person(ALICE), OPS)  # reads are never gated
+    assert "approval" not in channel.said[OPS.channel][-1]

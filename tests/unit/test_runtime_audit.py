@@ -18,7 +18,9 @@ from bot.runtime.policy import Policy, Principal, Risk
 from bot.runtime.runtime import MAX_RESULT_CHARS, Runtime
 from bot.runtime.surface import NoSurface, Place, Posted
 
-SECRET = "s3cr3t-Value-0123456789-abcdefgh"  # 32 characters, as OPSROOM_REDACT_ENV gives it
+# 32 characters, as OPSROOM_REDACT_ENV gives it. No 4 characters of it in a row are all hex
+# digits: the hashes and ids around it would contain such fragments by chance.
+SECRET = "s3cr3t-Value-Qx7Kp2Wz-Jm9Rt4NyH5"
 ALICE, BOB, DAVE = (Principal(c * 26, n) for c, n in (("a", "alice"), ("b", "bob"), ("d", "dave")))
 OPS, AUDIT = Place("o" * 26), Place("x" * 26)
 POLICY = {

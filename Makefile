@@ -28,7 +28,7 @@ test: $(STAMP)
 	      apt-get install -y --no-install-recommends openssh-server; \
 	  else echo "openssh-server is not installed and we are not root: the SSH tests will skip"; fi; \
 	fi
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

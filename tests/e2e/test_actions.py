@@ -149,6 +149,7 @@ def test_admin_command_does_not_freeze_the_bot(fake_mm, world, opsbot):
     wait_until(lambda: bot_posts(fake_mm, world, dm), message="the admin command's answer")
 
 
+@pytest.mark.slow
 def test_quick_command_answered_while_200_jobs_run(fake_mm, world, opsbot):
     for n in range(200):
         fake_mm.post_as(world.alice, world.infra, f"!hold env-{n} seconds=60")
@@ -162,6 +163,7 @@ def test_quick_command_answered_while_200_jobs_run(fake_mm, world, opsbot):
     assert len(re.findall(r"\| hold +\|", listing["message"])) >= 16
 
 
+@pytest.mark.slow
 def test_kill_during_an_action_is_recorded_as_interrupted(fake_mm, world, make_bot, policy_file):
     first = make_bot(OPSROOM_POLICY=str(policy_file))
     fake_mm.post_as(world.alice, world.ops, "!hold staging seconds=60")
@@ -238,6 +240,7 @@ def test_can_whoami_and_audit_in_chat(fake_mm, world, opsbot):
     assert SECRET not in opsbot.log()
 
 
+@pytest.mark.slow
 def test_reaction_given_while_the_bot_was_away_still_approves(fake_mm, world, opsbot):
     fake_mm.post_as(world.alice, world.ops, "!wipe in production")
     (request,) = wait_until(lambda: bot_posts(fake_mm, world, world.ops))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import time
 
+import pytest
+
 from bot.mattermost.inbound import STALE_NOTICE
 from tests.e2e.harness import barrier
 
@@ -185,6 +187,7 @@ def test_server_errors_on_posting_are_retried(fake_mm, world, bot):
     assert bot_texts_after(fake_mm, world) == ["eventually"]
 
 
+@pytest.mark.slow
 def test_slow_server_response_does_not_duplicate(fake_mm, world, make_bot):
     # The first POST is answered after the client gave up; the retry carries the same
     # pending_post_id, so Mattermost returns the post it already made.
@@ -258,6 +261,7 @@ def test_server_down_at_start_is_waited_for(fake_mm, world, make_bot):
     assert answer["message"] == "back"
 
 
+@pytest.mark.slow
 def test_server_restart_is_survived(fake_mm, world, bot):
     fake_mm.stop()
     time.sleep(1)
@@ -268,6 +272,7 @@ def test_server_restart_is_survived(fake_mm, world, bot):
     assert answer["message"] == "after restart"
 
 
+@pytest.mark.slow
 def test_reconnects_back_off(fake_mm, world, bot):
     fake_mm.fail_next("GET", r"/api/v4/websocket", 503, count=4)
     fake_mm.drop_websockets()
@@ -357,6 +362,7 @@ def test_identity_is_the_immutable_user_id(fake_mm, world, bot):
     assert answer["message"] == f"@alice {world.alice['id']}"
 
 
+@pytest.mark.slow
 def test_dead_connection_is_detected_by_ping_and_replaced(fake_mm, world, bot):
     connects = fake_mm.websocket_connections
     fake_mm.freeze_websockets()
@@ -401,6 +407,7 @@ def test_membership_reactions_and_mentions_reach_plugins(fake_mm, world, bot):
     assert welcome["message"] == "welcome @opsbot to ~alpha/incident-42"
 
 
+@pytest.mark.slow
 def test_failing_server_at_start_is_retried(fake_mm, world, make_bot):
     fake_mm.fail_next("GET", r"/api/v4/users/me/teams$", 503, count=2)
     bot = make_bot(wait=False)
@@ -410,6 +417,7 @@ def test_failing_server_at_start_is_retried(fake_mm, world, make_bot):
     assert wait_reply(fake_mm, world)[-1]["message"] == "started"
 
 
+@pytest.mark.slow
 def test_outage_then_restart_catches_up_quiet_channels(fake_mm, world, make_bot):
     # infra never had a post: no watermark, so catch-up relies on "last seen", which must
     # not move while the bot is disconnected, even when it is stopped during the outage.

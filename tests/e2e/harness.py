@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 OPSROOM = Path(sys.executable).with_name("opsroom")
 TEST_PLUGINS = Path(__file__).resolve().parent / "plugins"
+_sentinels = itertools.count(1)
 
 
 @dataclass
@@ -46,6 +48,30 @@ def seed(mm) -> Seed:
         for user in (bot, alice, bob, admin):
             mm.add_member(channel, user)
     return Seed(bot, alice, bob, admin, alpha, beta, ops, secret, infra, mm.create_token(bot))
+
+
+def barrier(mm, world: Seed, channel: dict | None = None, timeout: float = 15.0) -> str:
+    """Post a sentinel command in ``channel`` (default ~ops) and wait for its answer.
+
+    A test that something did *not* happen checks after this instead of sleeping: the bot's
+    dispatcher takes events one at a time in order, so every post made before the sentinel has
+    been dispatched (dropped, or handed to a command) before it; and posts to one channel are
+    delivered in the order they were sent, so a reply or a retried post already queued for
+    that channel is delivered before the sentinel's answer. Returns the sentinel's text, which
+    the bot posted as its answer (leave it out of what the test compares).
+    """
+    text = f"sentinel-{next(_sentinels)}"
+    channel = channel or world.ops
+    mm.post_as(world.alice, channel, f"!echo {text}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(
+            p["message"] == text and p["channel_id"] == channel["id"]
+            for p in mm.posts_by(world.bot)
+        ):
+            return text
+        time.sleep(0.05)
+    raise AssertionError(f"the sentinel {text!r} was never answered")
 
 
 class BotProcess:

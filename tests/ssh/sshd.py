@@ -106,6 +106,56 @@ def free_port() -> int:
 
 
 @dataclass(frozen=True)
+class RemoteProcess:
+    """A process a test's remote command started, identified by the pid it wrote to a file.
+
+    The test hosts run on this machine, so ``/proc`` shows their processes: checking one pid
+    (with its start time, so a reused pid is not mistaken for it) sees only the test's own
+    command, where matching command lines machine-wide (``pgrep -f``) would also see other
+    tests' and other users' processes. Remote commands write their pid with
+    ``echo $$ > <file>`` before they ``exec`` what they run.
+    """
+
+    pid: int
+    start_time: str  # field 22 of /proc/<pid>/stat: clock ticks after boot
+
+    @classmethod
+    def from_pid_file(cls, path: Path, timeout: float = 10.0) -> RemoteProcess:
+        """Wait up to ``timeout`` s for ``path`` to hold a pid, then identify that process."""
+        deadline = time.monotonic() + timeout
+        while not (path.exists() and path.read_text().endswith("\n")):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no pid in {path}: the remote command never started")
+            time.sleep(0.02)
+        pid = int(path.read_text())
+        stat = _proc_stat(pid)
+        return cls(pid, stat[19] if stat else "")  # fields after "(comm)" start at field 3
+
+    def running(self) -> bool:
+        """Whether it still runs: a zombie (killed, not yet reaped) does not count."""
+        stat = _proc_stat(self.pid)
+        return stat is not None and stat[19] == self.start_time and stat[0] not in "ZX"
+
+    def gone_within(self, timeout: float = 10.0) -> bool:
+        """Wait up to ``timeout`` s for it to end (a kill takes effect when it is scheduled)."""
+        deadline = time.monotonic() + timeout
+        while self.running():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name, or None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return text.rsplit(")", 1)[1].split()
+
+
+@dataclass(frozen=True)
 class ClientKey:
     """The throwaway user key every test host accepts."""
 

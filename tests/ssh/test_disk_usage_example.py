@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import logging
 import re
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from bot.testing import (
     plugin_dirs,
     pop_until,
 )
+from tests.ssh.sshd import RemoteProcess
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "plugins" / "disk_usage"
 extra_plugin_dir = plugin_dirs(EXAMPLE)
@@ -28,7 +27,8 @@ loglevel = logging.INFO
 
 SLOW_DF = """#!/bin/sh
 echo "$@" >> "{dir}/df.calls"
-exec sleep 31.{port}
+echo $$ > "{dir}/df.pid"
+exec sleep 31
 """
 
 
@@ -38,6 +38,7 @@ def hosts(sshd_pool, inventory_for):
     for host in hosts:
         (host.bin_dir / "df").unlink(missing_ok=True)
         (host.dir / "df.calls").unlink(missing_ok=True)
+        (host.dir / "df.pid").unlink(missing_ok=True)
     inventory_for(hosts)
     return hosts
 
@@ -73,26 +74,15 @@ def test_bad_input_is_refused_before_any_job_or_connection(testbot, hosts, comma
 def test_cancel_kills_df_on_the_hosts(testbot, hosts):  # noqa: F811
     for host in hosts:
         slow = host.bin_dir / "df"
-        slow.write_text(SLOW_DF.format(dir=host.dir, port=host.port))
+        slow.write_text(SLOW_DF.format(dir=host.dir))
         slow.chmod(0o755)
     testbot.push_message("!disk usage web")
     job = job_id(testbot.pop_message())
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not all((h.dir / "df.calls").exists() for h in hosts):
-        time.sleep(0.05)
+    remote = [RemoteProcess.from_pid_file(h.dir / "df.pid", timeout=20) for h in hosts]
     testbot.push_message(f"!cancel {job}")
     answer = pop_until(testbot, "cancelled by")
     assert "cancelled by @alice" in answer
-    for host in hosts:
-        marker = f"sleep 31.{host.port}"
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and _running(marker):
-            time.sleep(0.05)
-        assert not _running(marker)  # killed on the host, not left running
-
-
-def _running(pattern: str) -> bool:
-    return subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0
+    assert all(p.gone_within(10) for p in remote)  # killed on the hosts, not left running
 
 
 def test_without_an_inventory_on_mattermost_it_says_how_to_configure_one(testbot, monkeypatch):  # noqa: F811

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 
 import pytest
@@ -11,10 +10,11 @@ import yaml
 
 from bot.testing.fake_mattermost.fixtures import fake_mm  # noqa: F401
 from tests.e2e.harness import BotProcess, seed
+from tests.ssh.sshd import RemoteProcess
 
 RELEASE_TOOL = """#!/bin/sh
 echo "$@" >> "{dir}/release.log"
-[ -e "{dir}/release.slow" ] && sleep 30
+[ -e "{dir}/release.slow" ] && sh -c 'echo $$ > "{dir}/release.pid"; exec sleep 30'
 [ -e "{dir}/release.fail" ] && {{ echo "release failed on purpose" >&2; exit 1; }}
 exit 0
 """
@@ -26,7 +26,7 @@ def hosts(sshd_pool):
     for host in hosts:
         host.reset()
         host.set_unit("api", active=True)  # the deploy's health check asks systemctl
-        for name in ("release.log", "release.fail", "release.slow"):
+        for name in ("release.log", "release.fail", "release.slow", "release.pid"):
             (host.dir / name).unlink(missing_ok=True)
         tool = host.bin_dir / "app-release"
         tool.write_text(RELEASE_TOOL.format(dir=host.dir))
@@ -208,9 +208,7 @@ def test_status_on_one_host_and_long_output_as_a_file(fake_mm, opsbot, hosts):  
 def test_cancel_mid_deploy_kills_the_remote_step(fake_mm, opsbot, hosts):  # noqa: F811
     (hosts[1].dir / "release.slow").touch()
     fake_mm.post_as(opsbot.alice, opsbot.ops, "!deploy api 3.0.0 to staging")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (hosts[1].dir / "release.log").exists():
-        time.sleep(0.05)
+    remote_step = RemoteProcess.from_pid_file(hosts[1].dir / "release.pid", timeout=30)
     (ack,) = [p for p in fake_mm.posts_by(opsbot.bot) if p["channel_id"] == opsbot.ops["id"]]
     job_id = re.search(r"J-[0-9A-F]{5}", fake_mm.get_post(ack["id"])["message"]).group(0)
     fake_mm.post_as(opsbot.alice, opsbot.ops, f"!cancel {job_id}")
@@ -222,5 +220,4 @@ def test_cancel_mid_deploy_kills_the_remote_step(fake_mm, opsbot, hosts):  # noq
         time.sleep(0.05)
     assert text.startswith("🛑") and "cancelled by @alice" in text
     assert not (hosts[2].dir / "release.log").exists()  # later batches never started
-    probe = subprocess.run(["pgrep", "-f", "sleep 30"], capture_output=True, text=True)
-    assert probe.stdout.strip() == ""  # the remote step was killed, not left running
+    assert remote_step.gone_within(10)  # the remote step was killed, not left running

@@ -1,9 +1,11 @@
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 import requests
 
+from bot.mattermost import outbox as outbox_module
 from bot.mattermost.outbox import Outbox, OutboxClosed, rate_limit_delay
 
 
@@ -41,15 +43,19 @@ def test_rate_limit_pauses_then_delivers_once(outbox):
     assert job.calls[1] - job.calls[0] >= 0.3
 
 
-def test_rate_limit_pause_holds_every_worker(outbox):
+def test_rate_limit_pause_holds_every_worker(outbox, caplog):
     limited = Flaky("a", http_error(429, **{"X-RateLimit-Reset": "0.4"}))
     other_calls = []
     started = time.monotonic()
     first = outbox.submit("k1", limited)
-    time.sleep(0.05)
+    # The retry is announced once the pause is set: submit the other job only then.
+    deadline = time.monotonic() + 5
+    while not any("retry 1" in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline, "the 429 was never retried"
+        time.sleep(0.01)
     second = outbox.submit("k2", lambda: other_calls.append(time.monotonic()) or "b")
     assert first.result(5) == "a" and second.result(5) == "b"
-    assert other_calls[0] - started >= 0.35
+    assert other_calls[0] - started >= 0.399  # the whole 0.4 s pause (float rounding aside)
 
 
 def test_server_errors_and_network_errors_are_retried(outbox):
@@ -128,10 +134,12 @@ def test_close_drains_and_then_refuses():
         box.submit("k", lambda: None)
 
 
-def test_rate_limit_delay_reads_headers():
+def test_rate_limit_delay_reads_headers(monkeypatch):
     assert rate_limit_delay(http_error(429, **{"Retry-After": "2"})) == 2
     assert rate_limit_delay(http_error(429, **{"X-RateLimit-Reset": "3"})) == 3
     assert rate_limit_delay(http_error(429)) == 1.0
     assert rate_limit_delay(http_error(503)) is None
-    epoch = str(int(time.time()) + 4)
-    assert 2 < rate_limit_delay(http_error(429, **{"X-RateLimit-Reset": epoch})) <= 4
+    now = 1_800_000_000.25
+    monkeypatch.setattr(outbox_module, "time", SimpleNamespace(time=lambda: now))
+    epoch = str(int(now) + 4)  # a proxy's epoch timestamp: 3.75 s from now
+    assert rate_limit_delay(http_error(429, **{"X-RateLimit-Reset": epoch})) == 3.75

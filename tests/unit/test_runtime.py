@@ -14,6 +14,7 @@ from bot.redaction import Redactor
 from bot.rendering import MarkdownRenderer
 from bot.runtime.actions import Arg, spec_of
 from bot.runtime.actions import declare as action
+from bot.runtime.approvals import ApprovalBook
 from bot.runtime.audit import AuditEvent, AuditStore
 from bot.runtime.callers import Person
 from bot.runtime.jobs import JobExecutor
@@ -114,18 +115,24 @@ def ask(rt, chat, spec, plugin, values, who=ALICE):
     rt.surface = chat
     rt.submit(spec, plugin, values, Person(who), PLACE, "p" * 26)
 
-    def wait_for(self, needle, timeout=5):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                if any(needle in m for m in self.messages):
-                    return
-            time.sleep(0.02)
-        raise AssertionError(f"{needle!r} never said: {self.messages}")
+
+class Clock:
+    """The approval book's clock, moved by the test."""
+
+    def __init__(self):
+        self.now = 1_800_000_000.0
+
+    def __call__(self):
+        return self.now
 
 
 @pytest.fixture
-def runtime(tmp_path):
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def runtime(tmp_path, clock):
     policy = Policy.from_mapping(
         {
             "protected_environments": ["production"],
@@ -146,7 +153,13 @@ def runtime(tmp_path):
     )
     audit = AuditStore(tmp_path / "audit.sqlite3", redact=Redactor([SECRET]).scrub_obj)
     executor = JobExecutor(max_workers=4)
-    rt = Runtime(policy=policy, audit=audit, executor=executor, redactor=Redactor([SECRET]))
+    rt = Runtime(
+        policy=policy,
+        audit=audit,
+        executor=executor,
+        redactor=Redactor([SECRET]),
+        book=ApprovalBook(clock),
+    )
     yield rt
     executor.shutdown(wait=1)
     audit.close()
@@ -253,11 +266,13 @@ def test_reaction_approval_and_rejection(runtime):
     assert plugin.ran == [("drop", "b", "staging")]
 
 
-def test_requests_expire(runtime):
+def test_requests_expire(runtime, clock):
     chat, plugin = Chat(), Ops()
     ask(runtime, chat, DROP, plugin, {"db": "a", "env": "staging"})
     request_id = runtime.book.pending()[0].id
-    time.sleep(1.1)
+    clock.now += 0.9
+    assert runtime.book.pending()[0].id == request_id  # not before its time (1 s)
+    clock.now += 0.1
     assert "expired" in text(runtime.decide(request_id, DAVE, True))
     assert events(runtime)[-2:] == [AuditEvent.EXPIRED, AuditEvent.REFUSED]
     refusal = runtime.audit.last(1)[0]
@@ -298,12 +313,13 @@ def test_recover_marks_unfinished_actions_interrupted(runtime):
 def test_a_job_that_ends_at_once_does_not_race_its_acknowledgement(runtime):
     class SlowChat(Chat):
         def post(self, place, message):
-            time.sleep(0.3)  # the job finishes while the acknowledgement is being posted
+            # The job has started before its acknowledgement is posted: what it reports
+            # must wait for the acknowledgement, to edit it rather than overtake it.
+            wait_event(runtime, AuditEvent.STARTED)
             return super().post(place, message)
 
     chat, plugin = SlowChat(), Ops()
     ask(runtime, chat, DEPLOY, plugin, {"app": "api", "env": "staging"})
-    wait_event(runtime, AuditEvent.SUCCEEDED)
     chat.wait_for("succeeded")
     assert len(chat.messages) == 1 and "succeeded" in chat.messages[0]
 

@@ -2,6 +2,7 @@
 
 import io
 import time
+from pathlib import Path
 from typing import Annotated, Literal
 
 from errbot import BotPlugin, botcmd
@@ -115,8 +116,12 @@ class TestCommands(BotPlugin):
 
     @botcmd(admin_only=True)
     def adminslow(self, msg, args):
-        """An admin-only command that takes a while."""
-        time.sleep(float(args or "3"))
+        """An admin-only command that runs until the file ``release-adminslow`` appears in the
+        bot's working directory (its data directory), at most 60 s: a test decides when."""
+        release = Path("release-adminslow")
+        deadline = time.monotonic() + 60
+        while not release.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
         return "admin slow done"
 
     @action(risk=Risk.CHANGE, target="env", timeout=60)

@@ -266,9 +266,16 @@ class HostEntry(_Model):
 
 class EnvironmentEntry(_Model):
     description: str = ""
-    hosts: dict[Name, HostEntry] = Field(min_length=1)
+    hosts: dict[Name, HostEntry] = Field(default_factory=dict)
     kubernetes: KubernetesEntry | None = None
     jenkins: EnvironmentJenkins | None = None
+
+    @model_validator(mode="after")
+    def _something_to_operate(self) -> EnvironmentEntry:
+        # An environment may be a cluster or a Jenkins folder only; an empty one is a typo.
+        if not self.hosts and self.kubernetes is None and self.jenkins is None:
+            raise ValueError("an environment needs hosts, kubernetes or jenkins")
+        return self
 
 
 class Recipe(_Model):

@@ -672,3 +672,19 @@ def test_the_documented_python_example_runs(capsys, monkeypatch):
     code = text.split("## Using it from Python", 1)[1].split("```python\n", 1)[1].split("```")[0]
     exec(compile(code, str(DOC), "exec"), {})
     assert capsys.readouterr().out.startswith("invalid service 'nginx; rm -rf /': must be a")
+
+
+def test_an_environment_may_be_a_cluster_or_jenkins_only_but_not_empty(tmp_path):
+    from bot.inventory import Inventory, InventoryError
+
+    cluster_only = tmp_path / "cluster.yaml"
+    cluster_only.write_text(
+        "environments:\n  k8s-only:\n    kubernetes: {context: prod, namespaces: [web]}\n"
+    )
+    inventory = Inventory.load(cluster_only)
+    assert inventory.environments() == ["k8s-only"]
+    assert inventory.hosts("k8s-only") == []
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("environments:\n  nothing: {description: typo}\n")
+    with pytest.raises(InventoryError, match=r"environments\.nothing.*hosts, kubernetes or jenkins"):
+        Inventory.load(empty)

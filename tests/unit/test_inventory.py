@@ -686,5 +686,7 @@ def test_an_environment_may_be_a_cluster_or_jenkins_only_but_not_empty(tmp_path)
     assert inventory.hosts("k8s-only") == []
     empty = tmp_path / "empty.yaml"
     empty.write_text("environments:\n  nothing: {description: typo}\n")
-    with pytest.raises(InventoryError, match=r"environments\.nothing.*hosts, kubernetes or jenkins"):
+    with pytest.raises(
+        InventoryError, match=r"environments\.nothing.*hosts, kubernetes or jenkins"
+    ):
         Inventory.load(empty)

@@ -1,6 +1,6 @@
 """Service restart fan-out over SSH: parallel vs serial, and the connector's own overhead.
 
-Starts 20 real OpenSSH sshd hosts on loopback (tests/ssh/sshd.py) whose stand-in systemctl
+Starts 20 real OpenSSH sshd hosts on loopback (bot/testing/sshd.py) whose stand-in systemctl
 takes 0.2 s per call, then restarts a service on all of them serially and in parallel
 (max_parallel=20), cold (new connector: connect, key exchange, auth included) and warm (kept
 connections). Target: a parallel restart on 20 hosts takes at most twice a single host's time.
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import paramiko
 
 from bot.connectors.ssh import SSHConnector, SSHTarget
-from tests.ssh.sshd import SSHDPool
+from bot.testing.sshd import SSHDPool
 
 RESTART = ["systemctl", "restart", "opsroom-bench.service"]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from tests.ssh.sshd import free_port
+from bot.testing.sshd import free_port
 
 PROMETHEUS = "prometheus"
 ALERTMANAGER = "prometheus-alertmanager"

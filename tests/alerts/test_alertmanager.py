@@ -15,9 +15,9 @@ from bot.alerts.config import Server
 from bot.alerts.matchers import parse_matcher
 from bot.alerts.receivers import Receiver
 from bot.http import HttpServer
+from bot.testing.sshd import free_port
 from tests.alerts.servers import Alertmanager, unavailable_reason
 from tests.alerts.world import TOKEN, World, base_config
-from tests.ssh.sshd import free_port
 
 
 @pytest.fixture

@@ -7,8 +7,7 @@ skipped with the reason, or fail when ``CI=true`` (CI must not silently lose the
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,25 +15,14 @@ import yaml
 
 from bot.connectors.ssh import SSHTarget
 from bot.settings import get_settings
-from tests.ssh.sshd import SSHDHost, SSHDPool, SSHDUnavailable
+from bot.testing.ssh_fixtures import sshd_pool  # noqa: F401 - the fixture
+from bot.testing.sshd import SSHDHost, SSHDPool
 
 HOSTS = 5
 
 
-@pytest.fixture(scope="session")
-def sshd_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHDPool]:
-    try:
-        pool = SSHDPool(tmp_path_factory.mktemp("sshd"))
-    except SSHDUnavailable as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"real sshd is required on CI: {exc}")
-        pytest.skip(f"real sshd unavailable: {exc}")
-    yield pool
-    pool.close()
-
-
 @pytest.fixture
-def ssh_hosts(sshd_pool: SSHDPool) -> list[SSHDHost]:
+def ssh_hosts(sshd_pool: SSHDPool) -> list[SSHDHost]:  # noqa: F811
     """Five running hosts with a clean stand-in systemctl."""
     hosts = sshd_pool.hosts(HOSTS)
     for host in hosts:
@@ -51,7 +39,10 @@ def known_hosts(tmp_path: Path, ssh_hosts: list[SSHDHost]) -> Path:
 
 
 @pytest.fixture
-def make_target(sshd_pool: SSHDPool, known_hosts: Path) -> Callable[..., SSHTarget]:
+def make_target(
+    sshd_pool: SSHDPool,  # noqa: F811
+    known_hosts: Path,
+) -> Callable[..., SSHTarget]:
     """``make_target(host, **overrides)``: an SSHTarget for a test host, with the throwaway
     client key and the test's known_hosts file."""
 
@@ -73,7 +64,9 @@ def make_target(sshd_pool: SSHDPool, known_hosts: Path) -> Callable[..., SSHTarg
 
 @pytest.fixture
 def inventory_for(
-    tmp_path: Path, sshd_pool: SSHDPool, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    sshd_pool: SSHDPool,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Callable[..., Path]:
     """``inventory_for(hosts, environments=..., recipes=..., deploys=...)``: an inventory file
     whose defaults reach the test hosts (their user, the client key, a known_hosts file with

@@ -18,7 +18,7 @@ from bot.testing import (
     plugin_dirs,
     pop_until,
 )
-from tests.ssh.sshd import RemoteProcess
+from bot.testing.sshd import RemoteProcess
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "plugins" / "disk_usage"
 extra_plugin_dir = plugin_dirs(EXAMPLE)

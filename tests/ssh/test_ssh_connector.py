@@ -23,7 +23,7 @@ from bot.connectors.ssh import (
     SSHTarget,
 )
 from bot.errors import ActionFailed
-from tests.ssh.sshd import RemoteProcess, SSHDHost, SSHDPool, free_port, keygen
+from bot.testing.sshd import RemoteProcess, SSHDHost, SSHDPool, free_port, keygen
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from bot.testing.fake_mattermost.fixtures import fake_mm  # noqa: F401
+from bot.testing.sshd import RemoteProcess
 from tests.e2e.harness import BotProcess, seed
-from tests.ssh.sshd import RemoteProcess
 
 RELEASE_TOOL = """#!/bin/sh
 echo "$@" >> "{dir}/release.log"

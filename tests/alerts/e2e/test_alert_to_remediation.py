@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bot.testing.sshd import free_port
 from tests.alerts.servers import SERVICE_DOWN_RULE, Alertmanager, Prometheus
-from tests.ssh.sshd import free_port
 
 TOKEN = "alertmanager-token-e2e-0123456789"
 

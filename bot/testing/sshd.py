@@ -11,8 +11,9 @@ The stand-in ``systemctl`` keeps unit state in ``<host dir>/units/<unit>`` (``ac
 ``<host dir>/units/<unit>.fail`` exists, and sleeps ``<host dir>/delay`` seconds first when that
 file exists (the benchmark makes a restart take 0.2 s this way).
 
-Used by the fixtures in ``tests/ssh/conftest.py`` and by ``bench/ssh_fanout.py``; it imports
-nothing from pytest so the benchmark can start hosts on its own.
+Plugin authors get a session fixture from :mod:`bot.testing.ssh_fixtures` (``sshd_pool``);
+``bench/ssh_fanout.py`` starts hosts with this module directly (it imports nothing from
+pytest).
 """
 
 from __future__ import annotations

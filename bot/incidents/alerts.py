@@ -76,7 +76,11 @@ def declare_incident(
     is the alert's start (the incident's start for the metrics). ``place`` is where the
     echo goes (e.g. the alerts channel); the war room is created either way. Returns the
     declaration's job id (None when refused or denied before it ran)."""
-    values: dict[str, Any] = {"title": title, "service": service, "type": kind}
+    values: dict[str, Any] = {"title": title}
+    if service:
+        values["service"] = service
+    if kind:
+        values["type"] = kind  # "" is refused by the parameter's pattern: leave it out
     if severity is not None:
         values["sev"] = severity
     if started_at is not None:

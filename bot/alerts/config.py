@@ -28,10 +28,12 @@ from bot.alerts import templates
 from bot.alerts.matchers import Matcher, parse_matcher
 from bot.durations import parse_duration
 from bot.errors import ConfigurationError
-from bot.runtime.actions import ActionSpec
+from bot.runtime.actions import ActionSpec, Param
 from bot.yamlconfig import load_yaml, validate
 
 NAME = r"^[a-z0-9][a-z0-9_.-]*$"
+DECLARE = "incident.declare"  # the action a rule's incident: option submits
+INCIDENT_PARAMS = {"severity": "sev"}  # incident: keys named otherwise by incident.declare
 
 
 class AlertsConfigError(ConfigurationError):
@@ -218,10 +220,24 @@ class Verify(_Strict):
         return self
 
 
+class IncidentOption(_Strict):
+    """A rule's ``incident:``: declare an incident for the alert's group (templated)."""
+
+    title: str = Field(min_length=1)
+    severity: int | None = Field(None, ge=1)  # None: the incidents file's default
+    service: str = ""
+    type: str = ""  # the checklist template; "" = the service's or the default
+
+    def templated(self) -> dict[str, str]:
+        """The templated fields, by their key in the alerts file."""
+        return {"title": self.title, "service": self.service, "type": self.type}
+
+
 class Rule(_Strict):
     name: str = Field(pattern=NAME)
     matchers: Matchers = Field(min_length=1)
-    action: str
+    action: str = ""  # "" only with incident
+    incident: IncidentOption | None = None
     arguments: dict[str, str] = {}
     as_role: str = Field(min_length=1)
     cooldown: Duration = timedelta(minutes=15)
@@ -238,9 +254,15 @@ class Rule(_Strict):
 
     @model_validator(mode="after")
     def _verify_pair(self) -> Rule:
+        if not self.action and self.incident is None:
+            raise ValueError("give an action, an incident, or both")
+        if not self.action and (self.arguments or self.verify):
+            raise ValueError("arguments and verify go with action")
         if (self.verify_within is None) != (self.verify is None):
             raise ValueError("verify_within and verify go together")
         checked = list(self.arguments.values())
+        if self.incident is not None:
+            checked += self.incident.templated().values()
         if self.verify is not None:
             checked += [self.verify.prometheus or "", *self.verify.arguments.values()]
         for value in checked:
@@ -315,6 +337,13 @@ def check_rules(config: AlertsConfig, actions: Mapping[str, ActionSpec], source:
     action, unknown or missing parameter, a fixed value the parameter refuses."""
     problems = []
 
+    def fixed(where: str, param: Param, value: str) -> None:
+        if not templates.is_templated(value):
+            try:
+                param.validate(value)
+            except Exception as exc:
+                problems.append(f"{source}: {where}: {exc}")
+
     def check(where: str, action: str, arguments: Mapping[str, str]) -> None:
         spec = actions.get(action)
         if spec is None:
@@ -329,16 +358,31 @@ def check_rules(config: AlertsConfig, actions: Mapping[str, ActionSpec], source:
                     f"{source}: {where}.arguments.{name}: {action} has no parameter {name!r} "
                     f"(parameters: {', '.join(params) or 'none'})"
                 )
-            elif not templates.is_templated(value):
-                try:
-                    param.validate(value)
-                except Exception as exc:
-                    problems.append(f"{source}: {where}.arguments.{name}: {exc}")
+            else:
+                fixed(f"{where}.arguments.{name}", param, value)
         for name, param in params.items():
             if param.required and name not in arguments:
                 problems.append(f"{source}: {where}.arguments: {action} needs {name!r}")
 
     for index, rule in enumerate(config.rules):
+        if rule.incident is not None:
+            declare = actions.get(DECLARE)
+            if declare is None:
+                problems.append(
+                    f"{source}: rules.{index}.incident: {DECLARE} is not loaded "
+                    "(the Incidents plugin declares it)"
+                )
+            else:
+                params = {p.name: p for p in declare.params}
+                values = rule.incident.templated()
+                if rule.incident.severity is not None:
+                    values["severity"] = str(rule.incident.severity)
+                for key, value in values.items():
+                    param = params.get(INCIDENT_PARAMS.get(key, key))
+                    if param is not None and value:
+                        fixed(f"rules.{index}.incident.{key}", param, value)
+        if not rule.action:
+            continue
         check(f"rules.{index}", rule.action, rule.arguments)
         if rule.verify and rule.verify.action:
             check(f"rules.{index}.verify", rule.verify.action, rule.verify.arguments)

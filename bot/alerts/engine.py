@@ -3,6 +3,7 @@
 Receivers store and wake it (:meth:`AlertEngine.stored`); it takes what is unprocessed in
 the store in batches, in arrival order: routes each alert to a channel (first matching
 route), records the alert's current state, posts or edits each touched group once, lets
+rules with ``incident:`` declare or add to incidents (:mod:`bot.alerts.incidents`), lets
 the remediator decide for the new firing states, then marks the batch processed. What a
 crash leaves unprocessed is taken again at the next start; a rule never decides twice on
 one state (the store's runs are unique per rule and state). Between batches it follows
@@ -20,6 +21,7 @@ from collections.abc import Callable, Mapping
 
 from bot.alerts.clients import Alertmanager, Prometheus
 from bot.alerts.config import AlertsConfig
+from bot.alerts.incidents import IncidentRules
 from bot.alerts.matchers import Matcher, matches_all
 from bot.alerts.model import Alert, Notification
 from bot.alerts.posts import GroupId, GroupPosts
@@ -58,6 +60,7 @@ class AlertEngine:
         self.remediator = Remediator(
             config, store, runtime, actions, self.posts, clock, self.alertmanager, prometheus
         )
+        self.incidents = IncidentRules(config, store, runtime, self.posts, clock)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._truncated: queue.SimpleQueue[Notification] = queue.SimpleQueue()
@@ -90,9 +93,9 @@ class AlertEngine:
             self.posts.update(groups)
         except Exception:
             log.exception("could not post alert groups")
-        self.remediator.consider(
-            [(e, (e.receiver, e.group_key, ch) if ch else None) for e, ch in routed]
-        )
+        decided = [(e, (e.receiver, e.group_key, ch) if ch else None) for e, ch in routed]
+        self.incidents.consider(decided)
+        self.remediator.consider(decided)
         self.store.mark_processed([e.id for e in events])
         return len(events)
 
@@ -125,6 +128,7 @@ class AlertEngine:
         self.fetch_truncated()
         while self.process():
             pass
+        self.incidents.tick()
         self.remediator.tick()
         now = self.clock()
         if now - self._pruned > PRUNE_SECONDS:

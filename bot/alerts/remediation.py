@@ -105,6 +105,8 @@ class Remediator:
         """Decide, for every new firing alert state and every matching rule."""
         firing = [(e, g) for e, g in events if e.alert.status is Status.FIRING]
         for rule in self.config.rules:
+            if not rule.action:
+                continue  # a rule that only declares incidents (bot.alerts.incidents)
             matched = [(e, g) for e, g in firing if matches_all(rule.matchers, e.alert.labels)]
             if matched:
                 self._rule(rule, matched)

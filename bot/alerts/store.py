@@ -12,6 +12,9 @@
 - ``runs``: every remediation decision (run, dry run, frozen, skipped...), unique on
   (rule, event), so a re-processed event never runs a rule twice.
 - ``rule_state``: failures in a row, breaker open, paused: per rule, surviving restarts.
+- ``incident_links``: what a rule's ``incident:`` option did with each alert state of a
+  group (declared, dry run, routed to the group's incident, pending, skipped), unique on
+  (rule, event): the group's latest declaration names the incident's alert.
 """
 
 from __future__ import annotations
@@ -91,6 +94,20 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_rule ON runs (rule, started_at);
 CREATE INDEX IF NOT EXISTS runs_open ON runs (state);
+CREATE TABLE IF NOT EXISTS incident_links (
+    id INTEGER PRIMARY KEY,
+    rule TEXT NOT NULL,
+    event_id INTEGER NOT NULL,
+    receiver TEXT NOT NULL,
+    group_key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    state TEXT NOT NULL,
+    job_id TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT '',
+    at REAL NOT NULL,
+    UNIQUE (rule, event_id)
+);
+CREATE INDEX IF NOT EXISTS incident_links_group ON incident_links (rule, receiver, group_key);
 CREATE TABLE IF NOT EXISTS rule_state (
     rule TEXT PRIMARY KEY,
     failures INTEGER NOT NULL DEFAULT 0,
@@ -145,6 +162,22 @@ class Run:
 
 
 @dataclass(frozen=True)
+class Link:
+    """What a rule's ``incident:`` option did with one alert state."""
+
+    id: int
+    rule: str
+    event_id: int
+    receiver: str
+    group_key: str
+    fingerprint: str  # for "declared": the alert the incident was declared for
+    state: str  # declared, dry-run, pending, routed, skipped
+    job_id: str  # for "declared": the incident.declare job
+    detail: str
+    at: float
+
+
+@dataclass(frozen=True)
 class RuleState:
     failures: int = 0
     tripped: bool = False
@@ -162,6 +195,10 @@ def _alert(row: sqlite3.Row) -> Alert:
         ends_at=row["ends_at"],
         generator_url=row["generator_url"],
     )
+
+
+def _event(row: sqlite3.Row) -> Event:
+    return Event(row["id"], row["receiver"], row["group_key"], _alert(row))
 
 
 class AlertStore:
@@ -284,7 +321,11 @@ class AlertStore:
 
     def pending(self, limit: int = 1000) -> list[Event]:
         rows = self._query("SELECT * FROM events WHERE processed = 0 ORDER BY id LIMIT ?", (limit,))
-        return [Event(r["id"], r["receiver"], r["group_key"], _alert(r)) for r in rows]
+        return [_event(r) for r in rows]
+
+    def event(self, event_id: int) -> Event | None:
+        rows = self._query("SELECT * FROM events WHERE id = ?", (event_id,))
+        return _event(rows[0]) if rows else None
 
     def pending_count(self) -> int:
         return int(self._query("SELECT count(*) FROM events WHERE processed = 0")[0][0])
@@ -434,6 +475,51 @@ class AlertStore:
     def run(self, run_id: int) -> Run | None:
         runs = self._runs("id = ?", (run_id,))
         return runs[0] if runs else None
+
+    # --- incident links -----------------------------------------------------------------
+    def claim_link(
+        self, rule: str, event: Event, state: str, now: float, detail: str = ""
+    ) -> int | None:
+        """Record what ``rule`` does with ``event``; None when decided before."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO incident_links (rule, event_id, receiver, group_key, "
+                "fingerprint, state, detail, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    rule,
+                    event.id,
+                    event.receiver,
+                    event.group_key,
+                    event.alert.fingerprint,
+                    state,
+                    detail,
+                    now,
+                ),
+            )
+            return cursor.lastrowid if cursor.rowcount else None
+
+    def update_link(self, link_id: int, **fields: Any) -> None:
+        names = ", ".join(f"{name} = ?" for name in fields)
+        with self._tx() as db:
+            db.execute(
+                f"UPDATE incident_links SET {names} WHERE id = ?", (*fields.values(), link_id)
+            )
+
+    def _links(self, where: str, args: Iterable[Any] = (), tail: str = "") -> list[Link]:
+        rows = self._query(f"SELECT * FROM incident_links WHERE {where} {tail}", args)
+        return [Link(**{key: row[key] for key in row.keys()}) for row in rows]  # noqa: SIM118
+
+    def declaration(self, rule: str, receiver: str, group_key: str) -> Link | None:
+        """The latest incident ``rule`` declared for the group."""
+        links = self._links(
+            "rule = ? AND receiver = ? AND group_key = ? AND state = 'declared'",
+            (rule, receiver, group_key),
+            "ORDER BY id DESC LIMIT 1",
+        )
+        return links[0] if links else None
+
+    def pending_links(self) -> list[Link]:
+        return self._links("state = 'pending'", (), "ORDER BY id")
 
     # --- rule state ---------------------------------------------------------------------
     def rule_state(self, rule: str) -> RuleState:

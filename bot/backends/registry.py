@@ -60,9 +60,14 @@ def _import(source: Path, name: str) -> Any:
     spec = importlib.util.spec_from_file_location(name, source)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(source.parent))  # as Errbot does: a plugin may import its siblings
+    # As Errbot does, appended (a plugin may import its siblings): in front, plugins/jenkins
+    # would shadow the python-jenkins library that bot.connectors.jenkins imports.
+    added = str(source.parent) not in sys.path
+    if added:
+        sys.path.append(str(source.parent))
     try:
         spec.loader.exec_module(module)
     finally:
-        sys.path.remove(str(source.parent))
+        if added:
+            sys.path.remove(str(source.parent))
     return module

@@ -11,7 +11,8 @@ alert as its trigger and the declaration is echoed. The incidents plugin registe
                      alert=fingerprint, alert_name="ApiDown"), started_at=alert_start,
                      severity=1, service="api")
 
-:func:`route_alert` puts a further alert on an open incident's timeline.
+:func:`route_alert` puts a further alert on an open incident's timeline;
+:func:`open_incident` finds the open incident declared for an alert.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from bot.incidents.service import IncidentService
 from bot.runtime.callers import Caller, Rule
 from bot.runtime.surface import Place
 
-Submit = Callable[[Mapping[str, Any], Caller, Place | None], None]
+Submit = Callable[[Mapping[str, Any], Caller, Place | None], str | None]
 
 
 @dataclass(frozen=True)
@@ -70,16 +71,29 @@ def declare_incident(
     service: str = "",
     kind: str = "",
     place: Place | None = None,
-) -> None:
+) -> str | None:
     """Submit ``incident.declare`` as ``rule`` (linked to ``rule.alert``); ``started_at``
     is the alert's start (the incident's start for the metrics). ``place`` is where the
-    echo goes (e.g. the alerts channel); the war room is created either way."""
-    values: dict[str, Any] = {"title": title, "service": service, "type": kind}
+    echo goes (e.g. the alerts channel); the war room is created either way. Returns the
+    declaration's job id (None when refused or denied before it ran)."""
+    values: dict[str, Any] = {"title": title}
+    if service:
+        values["service"] = service
+    if kind:
+        values["type"] = kind  # "" is refused by the parameter's pattern: leave it out
     if severity is not None:
         values["sev"] = severity
     if started_at is not None:
         values["started"] = started_at.isoformat()
-    _desk(runtime).submit(values, rule, place)
+    return _desk(runtime).submit(values, rule, place)
+
+
+def open_incident(runtime: object, fingerprint: str) -> str | None:
+    """The open incident declared for the alert ``fingerprint`` (``INC-7``), if any."""
+    for incident in _desk(runtime).service.store.open_incidents():
+        if incident.alert is not None and incident.alert.fingerprint == fingerprint:
+            return incident.ref
+    return None
 
 
 def route_alert(runtime: object, incident_ref: str, alert: AlertRef, rule: str) -> None:

@@ -87,4 +87,4 @@ def test_the_example_alerts_file_is_valid(tmp_path):
     }
     result = opsroom("check-config", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
-    assert summary(result.stdout)["alerts"] == f"{EXAMPLE} (3 receivers, 3 routes, 2 rules)"
+    assert summary(result.stdout)["alerts"] == f"{EXAMPLE} (3 receivers, 3 routes, 3 rules)"

@@ -85,7 +85,6 @@ def test_an_alert_rule_declares_through_the_registered_action(runtime):
             {
                 "title": "API down",
                 "service": "api",
-                "type": "",
                 "sev": 1,
                 "started": "2030-01-02T03:04:00+00:00",
             },

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from bot.incidents.store import FILENAME, IncidentStore
+from bot.testing.sshd import free_port
 from tests.alerts.e2e.test_alert_to_remediation import group_post, ops_posts, wait_until
 from tests.alerts.servers import SERVICE_DOWN_RULE, Alertmanager, Prometheus
-from tests.ssh.sshd import free_port
 
 TOKEN = "alertmanager-token-e2e-incident-0123"
 

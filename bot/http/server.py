@@ -25,13 +25,13 @@ from pathlib import Path
 from aiohttp import web
 
 from bot.errors import ConfigurationError
+from bot.loop_thread import ThreadedServer
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # A readiness check: None when ready, else why not (one short sentence).
 Check = Callable[[], str | None]
-START_TIMEOUT_SECONDS = 10
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -42,7 +42,7 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-class HttpServer:
+class HttpServer(ThreadedServer):
     """One aiohttp server on ``listen`` (``host:port``), TLS when a certificate is given."""
 
     def __init__(
@@ -59,8 +59,6 @@ class HttpServer:
         self._routes: dict[tuple[str, str], Handler] = {}
         self._checks: dict[str, Check] = {}
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
 
     @staticmethod
@@ -146,45 +144,40 @@ class HttpServer:
             return sorted(method for method, p in self._routes if p == path)
 
     # --- lifecycle -------------------------------------------------------------------------
-    def start(self) -> None:
+    thread_name = "opsroom-http"
+
+    def start(self) -> str:
         """Listen (raising ConfigurationError when the address cannot be bound) and serve
         in a background thread until :meth:`stop`."""
-        loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=loop.run_forever, name="opsroom-http", daemon=True)
-        self._thread.start()
-        self._loop = loop
         try:
-            asyncio.run_coroutine_threadsafe(self._serve(), loop).result(START_TIMEOUT_SECONDS)
+            url = super().start()
         except OSError as exc:
-            self.stop()
             raise ConfigurationError(
                 f"OPSROOM_HTTP_LISTEN: cannot listen on {self.host}:{self.port}: "
                 f"{exc.strerror or exc}"
             ) from None
-        log.info("HTTP server listening on %s", self.url)
+        log.info("HTTP server listening on %s", url)
+        return url
 
     async def _serve(self) -> None:
         app = web.Application(client_max_size=self._client_max_size)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        self._runner = runner
         site = web.TCPSite(runner, self.host, self.port, ssl_context=self._tls, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
         if self.port == 0:  # a free port was asked for: say which one
             self.port = int(runner.addresses[0][1])
 
-    def stop(self) -> None:
-        loop, self._loop = self._loop, None
-        if loop is None:
-            return
+    async def _shutdown(self) -> None:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             try:
-                asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-            except Exception:
+                await runner.cleanup()
+            except Exception:  # the bot is stopping: say so, do not stop the stop
                 log.exception("HTTP server did not stop cleanly")
-        loop.call_soon_threadsafe(loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
-        loop.close()

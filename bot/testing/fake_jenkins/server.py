@@ -41,6 +41,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from bot.loop_thread import ThreadedServer
+
 VERSION = "2.479.1"
 FREESTYLE = "hudson.model.FreeStyleProject"
 PIPELINE = "org.jenkinsci.plugins.workflow.job.WorkflowJob"
@@ -137,8 +139,10 @@ class FakeBuild:
         return "".join(line + "\n" for line in lines)
 
 
-class FakeJenkins:
+class FakeJenkins(ThreadedServer):
     """The fake server and its thread-safe control API."""
+
+    thread_name = "fake-jenkins"
 
     def __init__(self, user: str = "opsbot", token: str = "", *, crumbs: bool = True) -> None:
         self.user = user
@@ -220,34 +224,6 @@ class FakeJenkins:
             return self.builds[(path, number)]
 
     # --- lifecycle -------------------------------------------------------------------------
-    def start(self) -> str:
-        if self._thread is not None:
-            return self.url
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="fake-jenkins", daemon=True)
-        thread.start()
-        asyncio.run_coroutine_threadsafe(self._serve(), loop).result(timeout=10)
-        self._loop, self._thread = loop, thread
-        return self.url
-
-    def stop(self) -> None:
-        """Down: the port refuses connections until :meth:`start` (state is kept)."""
-        if self._thread is None or self._loop is None:
-            return
-        loop, thread = self._loop, self._thread
-        asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
-        self._loop = self._thread = None
-
-    def __enter__(self) -> FakeJenkins:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     async def _serve(self) -> None:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._dispatch)

@@ -33,6 +33,8 @@ from typing import Any, NamedTuple
 import yaml
 from aiohttp import web
 
+from bot.loop_thread import ThreadedServer
+
 from .objects import (
     HASH_LABEL,
     REVISION,
@@ -147,8 +149,10 @@ def _suffix(length: int = 5) -> str:
     return "".join(random.choices(string.ascii_lowercase + string.digits, k=length))
 
 
-class FakeKubernetes:
+class FakeKubernetes(ThreadedServer):
     """The fake API server; see the module docstring and README.md."""
+
+    thread_name = "fake-kubernetes"
 
     def __init__(self, folder: Path, *, token: str = "fake-token", tick: float = 0.05) -> None:
         self.folder = folder
@@ -177,35 +181,6 @@ class FakeKubernetes:
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self._port}"
-
-    def start(self) -> str:
-        """Listen (on the previous port after a :meth:`stop`); returns the URL."""
-        if self._thread is not None:
-            return self.url
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="fake-kubernetes", daemon=True)
-        thread.start()
-        asyncio.run_coroutine_threadsafe(self._serve(), loop).result(timeout=10)
-        self._loop, self._thread = loop, thread
-        return self.url
-
-    def stop(self) -> None:
-        """API server down: the socket closes, watches end; the objects are kept."""
-        if self._loop is None or self._thread is None:
-            return
-        loop = self._loop
-        asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        self._thread.join(timeout=10)
-        loop.close()
-        self._loop = self._thread = None
-
-    def __enter__(self) -> FakeKubernetes:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     async def _serve(self) -> None:
         app = web.Application()

@@ -30,6 +30,8 @@ from typing import Any, NamedTuple
 
 from aiohttp import BodyPartReader, WSMsgType, web
 
+from bot.loop_thread import ThreadedServer
+
 from .openapi import WEBSOCKET_PATH, OpenAPIDocs, load_docs
 
 SERVER_VERSION = "9.11.0"
@@ -191,7 +193,7 @@ class Route(NamedTuple):
     auth: bool = True
 
 
-class FakeMattermost:
+class FakeMattermost(ThreadedServer):
     """Fake Mattermost server; see bot/testing/fake_mattermost/README.md for the control API."""
 
     # (method, OpenAPI path template, handler method name, needs auth)
@@ -315,51 +317,16 @@ class FakeMattermost:
         scheme = "https" if self.ssl_context else "http"
         return f"{scheme}://127.0.0.1:{self._port}"
 
-    def start(self) -> str:
-        """Start listening (on the previous port if restarted); returns the base URL."""
-        if self._thread is not None:
-            return self.url
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(
-            target=loop.run_forever, name=f"fake-mattermost:{self._port}", daemon=True
-        )
-        thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(self._serve(), loop).result(timeout=10)
-        except BaseException:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join()
-            loop.close()
-            raise
-        self._loop, self._thread = loop, thread
-        return self.url
-
-    def stop(self) -> None:
-        """Server down: close the listening socket and abort every websocket.
-
-        Users, teams, channels, posts, files and tokens are kept (they live in the database of a
-        real server).  Websocket sessions are not: like a restarted Mattermost, the server then
-        cannot resume any connection id, so clients get a fresh one and must catch up over REST.
-        """
-        if self._thread is None or self._loop is None:
-            return
-        loop, thread = self._loop, self._thread
-        asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
-        self._loop = self._thread = None
+    # start() and stop() come from ThreadedServer. Stopping is a server down: the listening
+    # socket closes and every websocket is aborted. Users, teams, channels, posts, files and
+    # tokens are kept (they live in the database of a real server). Websocket sessions are
+    # not: like a restarted Mattermost, the server then cannot resume any connection id, so
+    # clients get a fresh one and must catch up over REST.
+    thread_name = "fake-mattermost"
 
     def restart(self) -> str:
         self.stop()
         return self.start()
-
-    def __enter__(self) -> FakeMattermost:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     async def _serve(self) -> None:
         app = web.Application(client_max_size=100 * 1024 * 1024)

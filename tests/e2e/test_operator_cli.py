@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.e2e.test_tls import self_signed
+
 OPSROOM = Path(sys.executable).with_name("opsroom")
 USER = getpass.getuser()
 
 
 @pytest.fixture
-def opsbot(make_bot, tmp_path):
+def policy(tmp_path):
     policy = tmp_path / "policy.yaml"
     policy.write_text(
         yaml.safe_dump(
@@ -30,6 +32,11 @@ def opsbot(make_bot, tmp_path):
             }
         )
     )
+    return policy
+
+
+@pytest.fixture
+def opsbot(make_bot, policy):
     return make_bot(OPSROOM_POLICY=str(policy))
 
 
@@ -103,3 +110,16 @@ def test_a_bot_not_running_is_named_with_its_listen_setting(make_bot, opsbot):
     stopped = opsroom(again, "do", "hold", "staging", "--as-role", "operator")
     assert stopped.returncode == 2
     assert "no operator token" in stopped.stderr and "is the bot running" in stopped.stderr
+
+
+def test_over_https_the_bot_certificate_is_trusted(make_bot, policy, tmp_path):
+    cert, key = self_signed(tmp_path)
+    bot = make_bot(
+        OPSROOM_POLICY=str(policy), OPSROOM_HTTP_TLS_CERT=str(cert), OPSROOM_HTTP_TLS_KEY=str(key)
+    )
+    assert (bot.data_dir / "http.address").read_text().startswith("https://127.0.0.1:")
+    done = opsroom(
+        bot, "do", "hold", "staging", "seconds=0", "--as-role", "operator", "--wait", "20"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "succeeded: held staging" in done.stdout

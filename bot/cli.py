@@ -13,6 +13,7 @@ from types import ModuleType
 from bot import redaction
 from bot.errbot_config import config_module
 from bot.incidents.cli import add_incident_commands
+from bot.operator_cli import add_do_command
 from bot.preflight import check_online, preflight
 from bot.runtime.audit_cli import add_audit_commands
 from bot.settings import SettingsError, get_settings
@@ -134,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     health.set_defaults(func=cmd_healthcheck)
     audit = sub.add_parser("audit", help="export or verify the audit log")
     add_audit_commands(audit.add_subparsers(dest="audit_command", required=True))
+    add_do_command(sub)
     incident = sub.add_parser("incident", help="export an incident's post-mortem")
     add_incident_commands(incident.add_subparsers(dest="incident_command", required=True))
     return parser

@@ -16,7 +16,6 @@ import hmac
 import json
 import os
 import secrets
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +23,12 @@ from aiohttp import web
 
 from bot.backends.actions import runtime_for, surface_for
 from bot.backends.registry import registered_actions
-from bot.runtime.audit import AuditEvent, AuditRecord
 from bot.runtime.callers import Operator
+from bot.runtime.runtime import Submission
 
 PATH = "/operator/actions"
 TOKEN_FILE = "operator.token"
 ADDRESS_FILE = "http.address"
-ASKED_EVENTS = frozenset({AuditEvent.CONFIRMATION_REQUESTED, AuditEvent.APPROVAL_REQUESTED})
 MAX_FIELD_CHARS = 4096
 
 
@@ -115,36 +113,13 @@ class OperatorEndpoint:
                 place = surface_for(self._bot).place_named(channel)
             except Exception as exc:
                 return 400, {"error": f"no channel {channel}: {exc}"}
-        runtime = runtime_for(self._bot)
-        mine: list[AuditRecord] = []
-        thread = threading.get_ident()
-
-        def listener(record: AuditRecord) -> None:  # this request's records, as appended
-            if threading.get_ident() == thread:
-                mine.append(record)
-
-        runtime.add_listener(listener)
-        try:
-            job_id = runtime.submit(spec, plugin, arguments, operator, place, "")
-        finally:
-            runtime.remove_listener(listener)
-        return 200, answer(job_id, mine, runtime.last_denial(operator.principal.user_id))
+        submitted = runtime_for(self._bot).submit(spec, plugin, arguments, operator, place, "")
+        return 200, answer(submitted)
 
 
-def answer(job_id: str, records: list[AuditRecord], last_denial: str | None) -> dict[str, Any]:
-    """What became of a submission: its job id and status, from the records it appended."""
-    denied = next((r for r in records if r.event is AuditEvent.DENIED), None)
-    if denied is not None:
-        # The runtime words its memory of this denial "... was refused: ..." when the
-        # request never reached the policy (bad arguments, unknown target, busy).
-        refused = (
-            last_denial is not None and denied.id in last_denial and "was refused" in (last_denial)
-        )
-        return {
-            "job_id": job_id,
-            "status": "refused" if refused else "denied",
-            "reason": denied.outcome,
-            "audit": denied.id,
-        }
-    asked = any(r.event in ASKED_EVENTS for r in records)
-    return {"job_id": job_id, "status": "asked" if asked else "accepted"}
+def answer(submitted: Submission) -> dict[str, Any]:
+    """What became of a submission, as the CLI reads it."""
+    reply: dict[str, Any] = {"job_id": submitted.job_id, "status": submitted.status}
+    if submitted.status in ("refused", "denied"):
+        reply.update(reason=submitted.reason, audit=submitted.audit_id)
+    return reply

@@ -238,7 +238,7 @@ class Remediator:
         silence_id = self._silence(rule, alert.labels, spec) if rule.silence else ""
         effective = dataclasses.replace(spec, approval=True) if rule.require_approval else spec
         caller = RuleCaller(rule.name, rule.as_role, alert=alert.fingerprint, alert_name=alert.name)
-        job_id = self.runtime.submit(effective, plugin, raw, caller, place=place)
+        job_id = self.runtime.submit(effective, plugin, raw, caller, place=place).job_id
         state = "awaiting approval" if rule.require_approval else "started"
         self.store.update_run(
             run_id,
@@ -356,7 +356,9 @@ class Remediator:
         caller = RuleCaller(
             rule.name, rule.as_role, alert=run.fingerprint, alert_name=run.alert_name
         )
-        job_id = self.runtime.submit(spec, plugin, values, caller, place=self._run_place(run))
+        job_id = self.runtime.submit(
+            spec, plugin, values, caller, place=self._run_place(run)
+        ).job_id
         job = self.runtime.executor.get(job_id) if job_id else None
         if job is None:
             return False, f"{verify.action} was refused"

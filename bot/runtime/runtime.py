@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from bot.errors import ActionFailed, Refusal
 from bot.outcomes import Outcome, Table, as_outcome
@@ -162,6 +162,20 @@ def _printable(value: object) -> str:
     return text if len(text) <= 80 else f"{text[:77]}..."
 
 
+@dataclass(frozen=True)
+class Submission:
+    """What became of a request at once. ``status``: ``accepted`` (a job runs or waits
+    for its target), ``asked`` (waiting for a confirmation or an approval), ``refused``
+    (arguments, the action's checks or a busy target said no: nothing ran) or ``denied``
+    (the policy said no). ``job_id`` is given out once the request is authorized (the
+    run's records carry it: ``audit.by_job``); ``reason`` and ``audit_id`` say why not."""
+
+    status: Literal["accepted", "asked", "refused", "denied"]
+    job_id: str = ""
+    reason: str = ""
+    audit_id: str = ""
+
+
 def _ref(record: AuditRecord) -> notices.AuditRef:
     return notices.AuditRef(record.id, record.hash)
 
@@ -286,13 +300,11 @@ class Runtime:
         caller: Caller,
         place: Place | None = None,
         post_id: str = "",
-    ) -> str:
+    ) -> Submission:
         """The one entry point: a request from chat (``arguments`` as typed), an alert
         rule or the CLI (``arguments`` already bound by name). It is validated, checked,
         authorized, confirmed or approved as needed, and run as a job; every step is
-        recorded and told to ``place`` (if any). Returns the job id given out (the run's
-        records in the audit log carry it: ``audit.by_job``), or "" when the request was
-        refused or denied before it got one."""
+        recorded and told to ``place`` (if any). Returns what became of it at once."""
         correlation_id = f"C-{secrets.token_hex(4)}"
         try:
             values = (
@@ -301,16 +313,14 @@ class Runtime:
         except Refusal as exc:
             shown = arguments if isinstance(arguments, str) else dict(arguments)
             run = _Run(spec, plugin, {"arguments": shown}, caller, place, post_id, correlation_id)
-            self._refuse(run, f"invalid arguments: {exc}", str(exc), usage=True)
-            return ""
+            return self._refuse(run, f"invalid arguments: {exc}", str(exc), usage=True)
         run = _Run(spec, plugin, values, caller, place, post_id, correlation_id)
         try:  # the action's own checks (unknown host, service, namespace) come first
             spec.precheck(plugin, values)
             environment = run.environment
         except Refusal as exc:
             run.redactor = self.redactor.with_secrets(exc.secrets)
-            self._refuse(run, str(exc), str(exc))
-            return ""
+            return self._refuse(run, str(exc), str(exc))
         if not run.reads:
             self.record(AuditEvent.REQUESTED, run)
         decision = self.policy.authorize(
@@ -323,16 +333,15 @@ class Runtime:
                 f"{run.command(self.prefix)} was denied: {decision.reason} (audit {denied.id})",
             )
             self._say(run, notices.Denied(run.command(self.prefix), decision.reason, _ref(denied)))
-            return ""
+            return Submission("denied", "", decision.reason, denied.id)
         run.job_id = self.executor.reserve_id()
         kind = self._gate(spec, environment)
         if kind is None:
-            self._start(run)
-        else:
-            self._ask(run, kind)
-        return run.job_id
+            return self._start(run)
+        self._ask(run, kind)
+        return Submission("asked", run.job_id)
 
-    def _refuse(self, run: _Run, recorded: str, reason: str, usage: bool = False) -> None:
+    def _refuse(self, run: _Run, recorded: str, reason: str, usage: bool = False) -> Submission:
         denied = self.record(AuditEvent.DENIED, run, recorded)
         scrub = (run.redactor or self.redactor).scrub
         command = scrub(run.command(self.prefix))
@@ -342,6 +351,7 @@ class Runtime:
         shown_usage = run.spec.usage(self.prefix) if usage else ""
         refused = notices.Refused(command, scrub(reason), _ref(denied), shown_usage)
         self._say(run, refused)
+        return Submission("refused", "", scrub(reason), denied.id)
 
     def deny_command(
         self,
@@ -476,7 +486,7 @@ class Runtime:
         return self.book.pending()
 
     # ===================================================================== jobs =====
-    def _start(self, run: _Run) -> None:
+    def _start(self, run: _Run) -> Submission:
         def body(ctx: JobContext) -> Any:
             started = None if run.reads else self.record(AuditEvent.STARTED, run)
             self._update(
@@ -505,8 +515,7 @@ class Runtime:
                 on_done=lambda job: self._finish(run, job),
             )
         except Refusal as busy:
-            self._refuse(run, str(busy), str(busy))
-            return
+            return self._refuse(run, str(busy), str(busy))
         run.job = job
         with self._lock:
             self._runs[job.id] = run
@@ -515,6 +524,7 @@ class Runtime:
                 run.posted = self._say(run, notices.Accepted(run.command(self.prefix), job.id))
         finally:
             run.acked.set()
+        return Submission("accepted", job.id)
 
     def _update(self, run: _Run, notice: notices.Running) -> None:
         run.acked.wait(ACK_WAIT_SECONDS)

@@ -192,7 +192,9 @@ class Incidents(BotPlugin):  # type: ignore[misc]
         declare_spec = getattr(Incidents.declare, ACTION_ATTRIBUTE)
         alerts.register(
             runtime,
-            lambda values, caller, place: runtime.submit(declare_spec, self, values, caller, place),
+            lambda values, caller, place: (
+                runtime.submit(declare_spec, self, values, caller, place).job_id or None
+            ),
             self.service,
         )
         interval = settings.opsroom_incident_reminder_check.total_seconds()

@@ -306,3 +306,19 @@ def test_the_policy_can_require_a_second_person_for_changes_in_an_environment(tm
     assert channel.done.wait(5)  # staging: no question asked
     runtime.submit(HOSTS, Plugin(), "", Person(ALICE), OPS)  # reads are never gated
     assert "approval" not in channel.said[OPS.channel][-1]
+
+
+def test_submit_says_what_became_of_the_request(tmp_path):
+    channel = Channel()
+    policy = Policy.from_mapping({**REMEDIATION_POLICY, "approvals": {"required_in": ["prod*"]}})
+    runtime = make_runtime(tmp_path, policy, channel)
+    refused = runtime.submit(RESTART, Plugin(), "Nginx! on web1", Person(ALICE), OPS)
+    assert (refused.status, refused.job_id) == ("refused", "")
+    assert "expected a service name" in refused.reason and refused.audit_id.startswith("A-")
+    outsider = Person(Principal("e" * 26, "eve"))
+    denied = runtime.submit(RESTART, Plugin(), "nginx on web1", outsider, OPS)
+    assert denied.status == "denied" and "needs role" in denied.reason
+    asked = runtime.submit(RESTART, Plugin(), "nginx on prod-web1", Person(ALICE), OPS)
+    assert asked.status == "asked" and asked.job_id.startswith("J-")
+    accepted = runtime.submit(RESTART, Plugin(), "nginx on web1", Person(ALICE), OPS)
+    assert accepted.status == "accepted" and runtime.executor.get(accepted.job_id) is not None

@@ -197,7 +197,7 @@ def test_cancel_from_chat_cancels_the_queue_item_then_aborts_a_build(fake_mm, wo
     # A running build is stopped in Jenkins.
     jenkins.jobs["team/app/slow"].queue_seconds = 0
     post = say(fake_mm, world, "!jenkins build team/app/slow")
-    wait_until(lambda: "running" in current(fake_mm, post), message="running progress")
+    wait_until(lambda: "#1 running" in current(fake_mm, post), message="the build running")
     job_id = re.search(r"J-[0-9A-Za-z]+", current(fake_mm, post)).group(0)
     say(fake_mm, world, f"!cancel {job_id}")
     final(fake_mm, post, "cancelled")
@@ -266,7 +266,7 @@ def test_status_console_jobs_queue(fake_mm, world, jenkins, jbot):
 def test_abort_command_stops_a_running_build(fake_mm, world, jenkins, jbot):
     jenkins.jobs["team/app/slow"].queue_seconds = 0
     build = say(fake_mm, world, "!jenkins build team/app/slow")
-    wait_until(lambda: "running" in current(fake_mm, build), message="running progress")
+    wait_until(lambda: "#1 running" in current(fake_mm, build), message="the build running")
     answer = final(fake_mm, say(fake_mm, world, "!jenkins abort team/app/slow 1"), "succeeded")
     assert "team/app/slow #1: abort requested" in answer
     text = final(fake_mm, build, "failed")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Coroutine
 from typing import Any, Self, TypeVar
 
@@ -19,7 +20,7 @@ START_TIMEOUT_SECONDS = 10.0
 STOP_TIMEOUT_SECONDS = 10.0
 
 
-class ThreadedServer:
+class ThreadedServer(ABC):
     """Start, stop (and start again) a server whose work runs on its own event loop."""
 
     thread_name = "server"
@@ -27,14 +28,17 @@ class ThreadedServer:
     _thread: threading.Thread | None = None
 
     @property
+    @abstractmethod
     def url(self) -> str:
-        raise NotImplementedError
+        """Where the server answers, once started."""
 
+    @abstractmethod
     async def _serve(self) -> None:
-        raise NotImplementedError
+        """Bind and start serving (on the loop); raise if that cannot be done."""
 
+    @abstractmethod
     async def _shutdown(self) -> None:
-        raise NotImplementedError
+        """Close what ``_serve`` opened (on the loop)."""
 
     @property
     def running(self) -> bool:

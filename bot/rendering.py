@@ -8,6 +8,7 @@ fit a width, output indented). Both render the same :mod:`bot.outcomes` data.
 from __future__ import annotations
 
 import textwrap
+from abc import ABC, abstractmethod
 from typing import Protocol
 
 from tabulate import tabulate
@@ -36,7 +37,7 @@ class Renderer(Protocol):
         ...
 
 
-class _Base:
+class _Base(ABC):
     def outcome(self, outcome: Outcome) -> str:
         parts = [outcome.summary] if outcome.summary else []
         parts += [self.block(block) for block in outcome.blocks]
@@ -51,11 +52,11 @@ class _Base:
         assert isinstance(block, Text)
         return block.text
 
-    def table(self, table: Table) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def table(self, table: Table) -> str: ...
 
-    def code(self, text: str) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def code(self, text: str) -> str: ...
 
     @staticmethod
     def _more(table: Table) -> str:

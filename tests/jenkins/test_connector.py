@@ -238,7 +238,10 @@ def test_progressive_console_headers(fake_jenkins):
     c.queue_item(c.trigger("app", None).queue_id)
     first = c.console("app", 1)
     assert first.more
-    time.sleep(0.5)
+    build = fake_jenkins.build_of("app", 1)
+    deadline = time.monotonic() + 30  # wait for the build to end (0.4 s, longer when loaded)
+    while not build.ended(time.monotonic()) and time.monotonic() < deadline:
+        time.sleep(0.05)
     rest = c.console("app", 1, first.size)
     assert not rest.more and rest.text.endswith("Finished: SUCCESS\n")
     assert c.console_text("app", 1) == first.text + rest.text

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import threading
 import time
+from abc import ABC, abstractmethod
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def unavailable_reason() -> str | None:
     return None
 
 
-class _Process:
+class _Process(ABC):
     name = ""
 
     def __init__(self, directory: Path) -> None:
@@ -51,8 +52,9 @@ class _Process:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @abstractmethod
     def command(self) -> list[str]:
-        raise NotImplementedError
+        """The server's command line."""
 
     def start(self, timeout: float = 30.0) -> None:
         with self.log_path.open("ab") as log:
@@ -216,3 +218,18 @@ SERVICE_DOWN_RULE = {
     "labels": {"team": "web", "severity": "critical"},
     "annotations": {"summary": "{{ $labels.service }} is down on {{ $labels.host }}"},
 }
+
+
+def start_service_down_stack(
+    directory: Path, exporter: Exporter, bot_port: int, token: str, started: list[_Process]
+) -> tuple[Alertmanager, Prometheus]:
+    """Alertmanager posting to the bot's receiver ``am`` on ``bot_port`` with ``token``, and
+    Prometheus scraping ``exporter`` with SERVICE_DOWN_RULE; both appended to ``started``
+    (the fixture that stops them)."""
+    am = Alertmanager(directory / "am", f"http://127.0.0.1:{bot_port}/alerts/am", token)
+    am.start()
+    started.append(am)
+    prom = Prometheus(directory / "prom", [exporter.target], [SERVICE_DOWN_RULE], am.url)
+    prom.start()
+    started.append(prom)
+    return am, prom

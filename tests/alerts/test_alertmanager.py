@@ -4,7 +4,6 @@ created and expired, and its notifications acted on per alert."""
 from __future__ import annotations
 
 import os
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,6 +17,7 @@ from bot.http import HttpServer
 from bot.testing.sshd import free_port
 from tests.alerts.servers import Alertmanager, unavailable_reason
 from tests.alerts.world import TOKEN, World, base_config
+from tests.e2e.harness import wait_until
 
 
 @pytest.fixture
@@ -57,16 +57,6 @@ def pushed(host: str, ends: datetime | None = None) -> dict:
     if ends is not None:
         alert["endsAt"] = ends.isoformat()
     return alert
-
-
-def wait_until(condition, timeout=30.0, message="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {message}")
 
 
 def test_a_truncated_group_is_fetched_whole_and_acted_on_per_alert(real_am):

@@ -34,6 +34,19 @@ class Seed:
     extra: dict = field(default_factory=dict)
 
 
+def wait_until(condition, timeout: float = 30.0, message: str = "condition"):
+    """Poll ``condition`` until it returns something true (returned), or fail after
+    ``timeout`` seconds naming ``message``. For what must happen; what must not happen is
+    proven with :func:`barrier`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {message}")
+
+
 def seed(mm) -> Seed:
     bot = mm.add_user("opsbot", is_bot=True)
     alice, bob, admin = (mm.add_user(n) for n in ("alice", "bob", "admin"))

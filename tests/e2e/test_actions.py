@@ -7,13 +7,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.e2e.harness import barrier
+from tests.e2e.harness import barrier, wait_until
 
 SECRET = "sekrit-value-123"
 
@@ -42,16 +41,6 @@ def policy_file(tmp_path):
 def opsbot(fake_mm, world, make_bot, policy_file):
     fake_mm.add_group("sre", [world.bob])  # bob is an operator through his group
     return make_bot(OPSROOM_POLICY=str(policy_file), OPSROOM_AUDIT_CHANNEL="~alpha/secret")
-
-
-def wait_until(condition, timeout=15, message="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {message}")
 
 
 def bot_posts(mm, world, channel):

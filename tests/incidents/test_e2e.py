@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.e2e.harness import BotProcess, seed
+from tests.e2e.harness import BotProcess, seed, wait_until
 
 OPSROOM = Path(sys.executable).with_name("opsroom")
 
@@ -76,16 +75,6 @@ def make_bot(fake_mm, world, files, tmp_path):
     for bot in started:
         if bot.proc and bot.proc.poll() is None:
             bot.stop()
-
-
-def wait_until(condition, timeout=20, message="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {message}")
 
 
 def said(mm, world, channel_id, text):

@@ -12,7 +12,7 @@ import yaml
 from bot.incidents.store import FILENAME, IncidentStore
 from bot.testing.sshd import free_port
 from tests.alerts.e2e.test_alert_to_remediation import group_post, ops_posts, wait_until
-from tests.alerts.servers import SERVICE_DOWN_RULE, Alertmanager, Prometheus
+from tests.alerts.servers import start_service_down_stack
 
 TOKEN = "alertmanager-token-e2e-incident-0123"
 
@@ -21,12 +21,7 @@ TOKEN = "alertmanager-token-e2e-incident-0123"
 def stack(tmp_path, prometheus_stack, exporter):
     exporter.set("nginx", "web0", True)
     bot_port = free_port()
-    am = Alertmanager(tmp_path / "am", f"http://127.0.0.1:{bot_port}/alerts/am", TOKEN)
-    am.start()
-    prometheus_stack.append(am)
-    prom = Prometheus(tmp_path / "prom", [exporter.target], [SERVICE_DOWN_RULE], am.url)
-    prom.start()
-    prometheus_stack.append(prom)
+    start_service_down_stack(tmp_path, exporter, bot_port, TOKEN, prometheus_stack)
     alerts = tmp_path / "alerts.yaml"
     alerts.write_text(
         yaml.safe_dump(

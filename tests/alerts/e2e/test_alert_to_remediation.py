@@ -4,27 +4,21 @@ the resolved notification updates the post. All real except Mattermost (the fake
 
 from __future__ import annotations
 
+import functools
 import json
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from bot.testing.sshd import free_port
-from tests.alerts.servers import SERVICE_DOWN_RULE, Alertmanager, Prometheus
+from tests.alerts.servers import start_service_down_stack
+from tests.e2e import harness
 
 TOKEN = "alertmanager-token-e2e-0123456789"
 
 
-def wait_until(condition, timeout=60.0, message="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {message}")
+wait_until = functools.partial(harness.wait_until, timeout=60.0)
 
 
 @pytest.fixture
@@ -36,12 +30,7 @@ def stack(tmp_path, prometheus_stack, exporter, ssh_hosts, inventory_for):
     host.set_unit("nginx", active=False)
     exporter.set("nginx", "web0", True)
     bot_port = free_port()
-    am = Alertmanager(tmp_path / "am", f"http://127.0.0.1:{bot_port}/alerts/am", TOKEN)
-    am.start()
-    prometheus_stack.append(am)
-    prom = Prometheus(tmp_path / "prom", [exporter.target], [SERVICE_DOWN_RULE], am.url)
-    prom.start()
-    prometheus_stack.append(prom)
+    am, prom = start_service_down_stack(tmp_path, exporter, bot_port, TOKEN, prometheus_stack)
     alerts = tmp_path / "alerts.yaml"
     alerts.write_text(
         yaml.safe_dump(

@@ -71,6 +71,16 @@ def timeline(data_dir):
         store.close()
 
 
+def declared(data_dir):
+    """The open incidents once the first has its summary post."""
+    incidents, _ = timeline(data_dir)
+    return incidents if incidents and incidents[0].summary_post_id else None
+
+
+def pinned(post):
+    return post if post["is_pinned"] else None
+
+
 def test_an_alert_from_alertmanager_declares_an_incident_and_its_resolution_is_noted(
     fake_mm, world, make_bot, exporter, stack, tmp_path
 ):
@@ -80,8 +90,8 @@ def test_an_alert_from_alertmanager_declares_an_incident_and_its_resolution_is_n
 
     exporter.set("nginx", "web0", False)  # the service goes down
     post = wait_until(lambda: group_post(fake_mm, world), message="the group post")
-    incidents, _ = wait_until(lambda: timeline(data)[0] and timeline(data), message="INC-1")
-    [incident] = incidents
+    # INC-1 is stored before its summary is posted and pinned: wait for the whole of it.
+    [incident] = wait_until(lambda: declared(data), message="INC-1 and its summary post")
     assert incident.title == "ServiceDown on nginx"
     assert (incident.severity, incident.service) == (2, "nginx")
     assert incident.declared_by.id == "rule:declare-service-down"
@@ -89,8 +99,10 @@ def test_an_alert_from_alertmanager_declares_an_incident_and_its_resolution_is_n
     fingerprint = incident.alert.fingerprint
     room = fake_mm.get_channel(incident.channel_id)
     assert room["display_name"] == "INC-1 ServiceDown on nginx"
-    summary = wait_until(lambda: fake_mm.get_post(incident.summary_post_id), message="summary")
-    assert summary["is_pinned"] and "🚨 INC-1: ServiceDown on nginx" in summary["message"]
+    summary = wait_until(
+        lambda: pinned(fake_mm.get_post(incident.summary_post_id)), message="summary pinned"
+    )
+    assert "🚨 INC-1: ServiceDown on nginx" in summary["message"]
     # The declaration is echoed in the alert group's thread, by the rule for the alert.
     echo = wait_until(
         lambda: next(
